@@ -1,0 +1,1 @@
+"""Everything one state does with its own data: load, encode, split, train, evaluate."""
