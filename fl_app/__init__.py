@@ -1,0 +1,1 @@
+"""Thin Flower wiring: run config to components."""
