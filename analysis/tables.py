@@ -1,0 +1,43 @@
+"""Client evaluations as the tidy tables of the results contract (counts.csv and per-client rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from analysis.results import COUNTS_COLUMNS
+from clients.tasks import ATTRIBUTES
+from strategies.messages import Evaluation
+
+COUNT_FIELDS = ("tp", "fp", "tn", "fn")
+
+
+def evaluation_tables(
+    server_round: int,
+    evaluations: Sequence[Evaluation],
+    states: Sequence[str],
+    clusters: Mapping[int, int] | None = None,
+    model: str = "deployed",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(counts rows, per-client rows) for one round; `clusters` maps state index to cluster id."""
+    clusters = clusters or {}
+    count_rows, client_rows = [], []
+    for ev in sorted(evaluations, key=lambda e: e.state_index):
+        state = states[ev.state_index]
+        cluster = clusters.get(ev.state_index, pd.NA)
+        client_rows.append(
+            {"round": server_round, "state": state, "cluster": cluster, "n": ev.n, "loss": ev.loss, "model": model}
+        )
+        for attribute, names in ATTRIBUTES.items():
+            for g, name in enumerate(names):
+                cells = dict(zip(COUNT_FIELDS, (int(c) for c in ev.counts[attribute][g])))
+                count_rows.append(
+                    {"round": server_round, "state": state, "cluster": cluster, "attribute": attribute,
+                     "group": name, "n": sum(cells.values()), **cells, "model": model}
+                )
+    counts = pd.DataFrame(count_rows, columns=[*COUNTS_COLUMNS, "model"])
+    counts["cluster"] = counts["cluster"].astype("Int64")
+    clients = pd.DataFrame(client_rows, columns=["round", "state", "cluster", "n", "loss", "model"])
+    clients["cluster"] = clients["cluster"].astype("Int64")
+    return counts, clients

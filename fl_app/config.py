@@ -1,0 +1,149 @@
+"""The run config: `[tool.flwr.app.config]` parsed and validated once into a typed object.
+
+Everything downstream receives a `RunConfig`, never the raw dict, so a bad key or value is
+reported once, before any data is read or any results directory is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from clients.tasks import ATTRIBUTES, TASKS
+
+STRATEGIES = ("fedavg", "perfedavg", "ifca", "fair-ifca")
+DATA_SOURCES = ("auto", "table", "folktables", "synthetic")
+FAIR_METRICS = ("sp", "eo", "eodds")
+MAML_VARIANTS = ("first-order", "hessian-free")
+
+
+class ConfigError(ValueError):
+    """A run config value that cannot be used; the message names the key and valid choices."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Resolved, validated run settings (see README for the meaning of each key)."""
+
+    task: str = "income"
+    strategy: str = "fedavg"
+    data_source: str = "auto"
+    data_path: str = ""
+    data_dir: str = ""
+    states: tuple[str, ...] = ()
+    num_server_rounds: int = 20
+    local_epochs: int = 10
+    lr: float = 0.001
+    batch_size: int = 32
+    seed: int = 0
+    results_dir: str = ""
+    synthetic_rows: int = 0
+    k: int = 2
+    warmup_rounds: int = 0
+    adapt_steps: int = 5
+    adapt_lr: float = 0.001
+    maml_variant: str = "first-order"
+    meta_lr: float = 0.001
+    fair_lambda: float = 0.0
+    fair_attribute: str = "sex"
+    fair_metric: str = "sp"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config under its run-config key names (for config.json and messages)."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[_key(field.name)] = ",".join(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _key(field_name: str) -> str:
+    return "lambda" if field_name == "fair_lambda" else field_name.replace("_", "-")
+
+
+_FIELDS = {_key(f.name): f for f in dataclasses.fields(RunConfig)}
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is tuple:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a comma-separated string, got {value!r}")
+        return tuple(s.strip().upper() for s in value.split(",") if s.strip())
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) and not (
+            isinstance(value, float) and value.is_integer()
+        ):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {key} '{value}'; valid choices: {', '.join(choices)}")
+
+
+def _at_least(key: str, value: float, low: float, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        raise ConfigError(f"config key '{key}' must be {bound}, got {value:g}")
+
+
+def parse_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a run-config mapping (Flower's `context.run_config`) into a `RunConfig`."""
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(_FIELDS)}"
+        )
+    types = {"tuple[str, ...]": tuple, "str": str, "int": int, "float": float}
+    values = {
+        f.name: _coerce(key, raw[key], types[str(f.type)])
+        for key, f in _FIELDS.items()
+        if key in raw
+    }
+    config = RunConfig(**values)
+    _choice("task", config.task, list(TASKS))
+    _choice("strategy", config.strategy, STRATEGIES)
+    _choice("data-source", config.data_source, DATA_SOURCES)
+    _choice("fair-attribute", config.fair_attribute, list(ATTRIBUTES))
+    _choice("fair-metric", config.fair_metric, FAIR_METRICS)
+    _choice("maml-variant", config.maml_variant, MAML_VARIANTS)
+    _at_least("num-server-rounds", config.num_server_rounds, 1)
+    _at_least("local-epochs", config.local_epochs, 1)
+    _at_least("batch-size", config.batch_size, 1)
+    _at_least("lr", config.lr, 0.0, strict=True)
+    _at_least("adapt-lr", config.adapt_lr, 0.0, strict=True)
+    _at_least("meta-lr", config.meta_lr, 0.0, strict=True)
+    _at_least("seed", config.seed, 0)
+    _at_least("synthetic-rows", config.synthetic_rows, 0)
+    _at_least("k", config.k, 1)
+    _at_least("warmup-rounds", config.warmup_rounds, 0)
+    _at_least("adapt-steps", config.adapt_steps, 0)
+    _at_least("lambda", config.fair_lambda, 0.0)
+    if config.warmup_rounds >= config.num_server_rounds and config.strategy in ("ifca", "fair-ifca"):
+        raise ConfigError(
+            f"config key 'warmup-rounds' ({config.warmup_rounds}) must be smaller than "
+            f"'num-server-rounds' ({config.num_server_rounds})"
+        )
+    if config.data_source == "table" and not config.data_path:
+        raise ConfigError("data-source 'table' needs config key 'data-path' (a parquet or CSV file)")
+    if len(set(config.states)) != len(config.states):
+        raise ConfigError(f"config key 'states' lists a state twice: {','.join(config.states)}")
+    return config
+
+
+def absolute_results_dir(config: RunConfig, timestamp: str, base: Path) -> Path:
+    """The run's results directory: `results-dir` if set, else `results/<ts>-<strategy>-<task>`."""
+    chosen = Path(config.results_dir) if config.results_dir else (
+        Path("results") / f"{timestamp}-{config.strategy}-{config.task}"
+    )
+    return chosen if chosen.is_absolute() else (base / chosen).resolve()

@@ -1,0 +1,33 @@
+"""FedAvg: every client trains the global model; the server averages, weighted by training examples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+
+from strategies.aggregation import weighted_average
+from strategies.base import FairnessStrategy
+from strategies.messages import from_record, to_record
+
+
+class FedAvgStrategy(FairnessStrategy):
+    """McMahan et al.'s FedAvg with full participation and the shared fairness hook."""
+
+    name = "fedavg"
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.send(grid, server_round, MessageType.TRAIN, {n: arrays for n in self.node_ids(grid)})
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = self.replies_ok(replies)
+        weights = [float(m.content["metrics"]["num-examples"]) for m in replies]
+        models = [from_record(m.content["arrays"]) for m in replies]
+        losses = [float(m.content["metrics"]["train-loss"]) for m in replies]
+        train_loss = sum(w * l for w, l in zip(weights, losses)) / sum(weights)
+        return to_record(weighted_average(models, weights)), MetricRecord({"train-loss": train_loss})
