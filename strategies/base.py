@@ -136,7 +136,8 @@ class FairnessStrategy(Strategy):
         clients = pd.concat([t[1] for t in tables], ignore_index=True)
         metrics = metrics_frame(counts, clients)
         self.write_round(server_round, counts, metrics)
-        return MetricRecord({k: v for k, v in self.summary_row.items() if np.isfinite(v)})
+        shown = ["pooled_accuracy", *(f"mean_sp_gap_{a}" for a in ATTRIBUTES)]
+        return MetricRecord({k: self.summary_row[k] for k in shown if np.isfinite(self.summary_row.get(k, np.nan))})
 
     def write_round(self, server_round: int, counts: pd.DataFrame, metrics: pd.DataFrame) -> None:
         deployed = counts[counts["model"] == "deployed"].drop(columns="model")

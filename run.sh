@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# One entry point for users and CI.
+#   ./run.sh setup                      create .venv with the pinned dependencies
+#   ./run.sh test [pytest args]         setup, then run the test suite
+#   ./run.sh run [--run-config '...']   setup, then one experiment through `flwr run`
+# `run` takes care of the Flower traps measured here (see README): no runtime dependency
+# install, absolute paths, the right number of SuperNodes, its own SuperLink (own FLWR_HOME
+# and ports, stopped by pid at the end), and a non-zero exit when the run failed.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${FAIRFL_VENV:-$REPO/.venv}"
+PY="$VENV/bin/python"
+
+setup() {
+  local stamp="$VENV/.fairfl-stamp" want
+  want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
+  echo "setting up $VENV (pinned dependencies; torch 2.13.0 CPU first)" >&2
+  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  # torch first, exactly pinned: the CPU wheel on disk; anything looser pulls CUDA builds.
+  "$VENV/bin/pip" install --quiet "torch==2.13.0"
+  "$VENV/bin/pip" install --quiet -e "$REPO[test]"
+  echo "$want" > "$stamp"
+}
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+stop_superlink() {
+  [[ -n "${FLWR_HOME:-}" ]] || return 0
+  local pids
+  pids="$(pgrep -f -- "$FLWR_HOME/local-superlink" || true)"
+  for pid in $pids; do
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+  done
+  sleep 1
+  for pid in $pids; do kill -9 -- "-$pid" 2>/dev/null || true; done
+  rm -rf "$FLWR_HOME"
+}
+
+run_experiment() {
+  local overrides=() fed_extra="" arg
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --run-config|-c) overrides+=(--run-config "$2"); shift 2 ;;
+      --federation-config) fed_extra="$2"; shift 2 ;;
+      *) echo "run.sh run: unknown argument '$1' (valid: --run-config '...', --federation-config '...')" >&2; exit 2 ;;
+    esac
+  done
+  local plan
+  plan="$(cd "$REPO" && "$PY" -m fl_app.check "${overrides[@]}")" || exit 2
+  local n results pinned
+  n="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["num_clients"])' "$plan")"
+  results="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["results_dir"])' "$plan")"
+  pinned="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["overrides"])' "$plan")"
+
+  export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
+  export FLWR_HOME; FLWR_HOME="$(mktemp -d /tmp/fairfl-flwr-XXXXXX)"
+  export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT; FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$(free_port)"
+  export FLWR_LOCAL_CONTROL_API_PORT; FLWR_LOCAL_CONTROL_API_PORT="$(free_port)"
+  export FAIRFL_GIT_COMMIT; FAIRFL_GIT_COMMIT="$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unavailable)"
+  export PATH="$VENV/bin:$PATH"
+  trap stop_superlink EXIT
+
+  local cpus="${FAIRFL_ACTOR_CPUS:-1}"
+  echo "flwr run: $n SuperNodes, results in $results" >&2
+  local out run_id
+  out="$(cd "$REPO" && flwr run . --format json "${overrides[@]}" --run-config "$pinned" \
+        --federation-config "num-supernodes=$n client-resources-num-cpus=$cpus $fed_extra")"
+  run_id="$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["run-id"])' "$out")" || {
+    echo "flwr run did not start: $out" >&2; exit 1; }
+  (cd "$REPO" && flwr log "$run_id" --stream) || true
+  local status
+  status="$("$PY" -m fl_app.run_status "$run_id")"
+  echo "run $run_id: $status" >&2
+  [[ "$status" == "finished:completed" ]] || { echo "the run did not complete; see the log above" >&2; exit 1; }
+  echo "results: $results"
+}
+
+cmd="${1:-help}"; shift || true
+case "$cmd" in
+  setup) setup ;;
+  test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
+  run) setup; run_experiment "$@" ;;
+  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...']" >&2; exit 2 ;;
+esac

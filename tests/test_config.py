@@ -1,0 +1,59 @@
+"""The run config: defaults from pyproject, typed parsing and one clear message per bad value."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+def pyproject_defaults() -> dict:
+    return tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def test_pyproject_defaults_are_the_study_settings():
+    config = parse_config(pyproject_defaults())
+    assert (config.task, config.strategy, config.lr, config.local_epochs, config.batch_size) == (
+        "income", "fedavg", 0.001, 10, 32,
+    )
+
+
+def test_every_pyproject_key_is_a_config_field_and_back():
+    assert set(pyproject_defaults()) == set(RunConfig().to_dict())
+
+
+def test_states_are_parsed_into_upper_case_codes():
+    assert parse_config({"states": "ca, ny,TX"}).states == ("CA", "NY", "TX")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"task": "health"}, "unknown task 'health'; valid choices: income, employment"),
+        ({"strategy": "fedprox"}, "unknown strategy 'fedprox'; valid choices: fedavg, perfedavg, ifca, fair-ifca"),
+        ({"data-source": "s3"}, "unknown data-source 's3'; valid choices: auto, table, folktables, synthetic"),
+        ({"fair-attribute": "age"}, "unknown fair-attribute 'age'; valid choices: sex, race"),
+        ({"lr": -0.1}, "config key 'lr' must be > 0, got -0.1"),
+        ({"num-server-rounds": 0}, "config key 'num-server-rounds' must be >= 1, got 0"),
+        ({"batch-size": "32"}, "config key 'batch-size' must be an integer, got '32'"),
+        ({"data-source": "table"}, "data-source 'table' needs config key 'data-path'"),
+        ({"states": "CA,CA"}, "config key 'states' lists a state twice: CA,CA"),
+    ],
+)
+def test_bad_values_are_named_with_valid_choices(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert expected in str(err.value)
+
+
+def test_unknown_keys_are_listed_with_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) epochs; valid keys: task, strategy"):
+        parse_config({"epochs": 3})
+
+
+def test_default_results_dir_names_time_strategy_and_task(tmp_path):
+    path = absolute_results_dir(parse_config({"strategy": "fedavg"}), "20261126-080000", tmp_path)
+    assert path == tmp_path / "results" / "20261126-080000-fedavg-income"
