@@ -1,0 +1,96 @@
+"""The real thing: `./run.sh run` drives `flwr run` on a 3-state synthetic federation."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STATES = ["AL", "CA", "WY"]
+
+
+def run_sh(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FAIRFL_VENV": sys.prefix}
+    return subprocess.run(["bash", str(REPO / "run.sh"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def fedavg_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("e2e") / "fedavg"
+    proc = run_sh("run", "--run-config",
+                  f'states="{",".join(STATES)}" data-source="synthetic" synthetic-rows=1500 '
+                  f'num-server-rounds=2 local-epochs=2 lr=0.05 results-dir="{results}"')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return results, proc
+
+
+def test_run_writes_every_contract_file(fedavg_run):
+    results, _ = fedavg_run
+    assert sorted(p.name for p in results.iterdir()) == ["config.json", "counts.csv", "metrics.csv", "summary.json"]
+
+
+def test_counts_have_both_groups_of_both_attributes_per_state_and_round(fedavg_run):
+    counts = pd.read_csv(fedavg_run[0] / "counts.csv")
+    assert list(counts.columns) == ["round", "state", "cluster", "attribute", "group", "n", "tp", "fp", "tn", "fn"]
+    assert len(counts) == 2 * len(STATES) * 4
+    assert (counts["n"] == counts[["tp", "fp", "tn", "fn"]].sum(axis=1)).all()
+    assert sorted(counts["state"].unique()) == STATES
+
+
+def test_metrics_have_client_pooled_and_mean_rows_for_each_round(fedavg_run):
+    metrics = pd.read_csv(fedavg_run[0] / "metrics.csv", keep_default_na=False)
+    assert list(metrics.columns) == ["round", "state", "cluster", "attribute", "metric", "value"]
+    last = metrics[metrics["round"] == 2]
+    assert set(last["state"]) == {*STATES, "ALL", "MEAN"}
+    pooled = last[(last["state"] == "ALL") & (last["attribute"] == "sex")]
+    assert set(pooled["metric"]) == {"sp_gap", "eo_gap", "eodds_gap"}
+    accuracy = float(last[(last["state"] == "ALL") & (last["metric"] == "accuracy")]["value"].iloc[0])
+    assert 0.5 < accuracy <= 1.0
+
+
+def test_config_records_source_versions_and_seed(fedavg_run):
+    config = json.loads((fedavg_run[0] / "config.json").read_text())
+    assert config["data"]["source"] == "synthetic"
+    assert config["data"]["states"] == STATES
+    assert config["config"]["num-server-rounds"] == 2 and config["seed"] == 0
+    assert config["versions"]["flwr"] == "1.42.0" and config["versions"]["torch"].startswith("2.13.0")
+    assert len(config["git_commit"]) == 40 or config["git_commit"] == "unavailable"
+
+
+def test_summary_is_the_final_rounds_headline(fedavg_run):
+    summary = json.loads((fedavg_run[0] / "summary.json").read_text())
+    metrics = pd.read_csv(fedavg_run[0] / "metrics.csv", keep_default_na=False)
+    pooled = metrics[(metrics["round"] == 2) & (metrics["state"] == "ALL") & (metrics["metric"] == "accuracy")]
+    assert summary["rounds"] == 2 and summary["num_clients"] == 3
+    assert summary["pooled_accuracy"] == pytest.approx(float(pooled["value"].iloc[0]))
+
+
+def test_console_shows_one_line_per_round(fedavg_run):
+    lines = [l for l in fedavg_run[1].stdout.splitlines() if l.startswith("round ")]
+    assert [l.split("|")[0].split()[1] for l in lines] == ["1", "2"]
+    assert "mean SP gap sex" in lines[0] and lines[0].rstrip().endswith(" s")
+
+
+def test_superlink_is_stopped_after_the_run(fedavg_run):
+    procs = subprocess.run(["pgrep", "-f", "fairfl-flwr-.*/local-superlink"], capture_output=True, text=True)
+    assert procs.stdout.strip() == ""
+
+
+def test_bad_config_fails_before_training_with_one_message(tmp_path):
+    results = tmp_path / "never"
+    proc = run_sh("run", "--run-config", f'task="health" results-dir="{results}"')
+    assert proc.returncode == 2
+    assert "unknown task 'health'; valid choices: income, employment" in proc.stderr
+    assert not results.exists()
+
+
+def test_missing_table_fails_before_training(tmp_path):
+    results = tmp_path / "never"
+    proc = run_sh("run", "--run-config", f'data-source="table" data-path="{tmp_path}/x.parquet" results-dir="{results}"')
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and not results.exists()
