@@ -3,6 +3,7 @@
 #   ./run.sh setup                      create .venv with the pinned dependencies
 #   ./run.sh test [pytest args]         setup, then run the test suite
 #   ./run.sh run [--run-config '...']   setup, then one experiment through `flwr run`
+#   ./run.sh deploy [--run-config '...'] the same on Flower's deployment engine (SuperLink + SuperNodes)
 # `run` takes care of the Flower traps measured here (see README): no runtime dependency
 # install, absolute paths, the right number of SuperNodes, its own SuperLink (own FLWR_HOME
 # and ports, stopped by pid at the end), and a non-zero exit when the run failed.
@@ -83,5 +84,6 @@ case "$cmd" in
   setup) setup ;;
   test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
   run) setup; run_experiment "$@" ;;
-  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...']" >&2; exit 2 ;;
+  deploy) setup; exec "$PY" -m fl_app.deploy "$@" ;;
+  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...']" >&2; exit 2 ;;
 esac
