@@ -69,13 +69,15 @@ Feature = Numeric | OneHot | Binned
 # EDU, ENT, MED, HLS, PRT, EAT, CLN, PRS, SAL, OFF, FFF, CON, EXT, RPR, PRD, TRN, MIL,
 # unemployed).
 OCCP_GROUP_EDGES = (
-    0, 500, 800, 1000, 1300, 1600, 2000, 2100, 2200, 2600, 3000, 3600, 3700, 4000,
+    1, 500, 800, 1000, 1300, 1600, 2000, 2100, 2200, 2600, 3000, 3600, 3700, 4000,
     4200, 4300, 4700, 5000, 6000, 6200, 6800, 7000, 7700, 9000, 9800, 9900, 10000,
 )
 # Place of birth: US and territories, Europe, Asia, the Americas, Africa, Oceania.
 POBP_REGION_EDGES = (0, 100, 200, 300, 400, 500, 600)
 
-MISSING = -1  # folktables' code for a missing answer (its postprocess maps NaN to -1)
+# folktables' code for a blank answer: its postprocess is `np.nan_to_num(x, -1)`, whose second
+# argument is numpy's `copy`, so blanks become 0 (no listed code is 0 where blanks occur).
+MISSING = 0
 
 
 def _codes(first: int, last: int) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ def test_occupation_codes_group_by_major_soc_group():
 
 
 def test_codes_outside_a_block_encode_as_zeros():
-    x = encode(INCOME, pd.DataFrame([income_row(COW=-1)]))[0]
+    x = encode(INCOME, pd.DataFrame([income_row(COW=np.nan)]))[0]
     assert x[1:10].sum() == 0.0
 
 
