@@ -59,10 +59,12 @@ def build_state_data(task: Task, frame: pd.DataFrame, seed: int) -> StateData:
 
 
 @lru_cache(maxsize=None)
-def state_data(source: Source, task_name: str, state: str, seed: int, synthetic_rows: int) -> StateData:
+def state_data(
+    source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
+) -> StateData:
     """The cached per-process entry point used by the ClientApp."""
     task = TASKS[task_name]
-    frame = state_records(source, task, state, seed, synthetic_rows)
+    frame = state_records(source, task, state, seed, synthetic_rows, reversed_states)
     if frame.empty:
         raise ValueError(f"state {state} has no records in source {source.kind} {source.path}")
     return build_state_data(task, frame, seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.fairness import confusion_counts
+from analysis.fairness import confusion_counts, population_metrics
 from clients.data import Split
 from clients.sources import fips
 from clients.training import mean_loss, predict_proba, train_sgd
@@ -35,3 +35,16 @@ def evaluate_local(params: Params, split: Split, state_index: int) -> Evaluation
         loss=mean_loss(params, split.x, split.y) if len(split) else float("nan"),
         counts={a: confusion_counts(y_true, y_pred, g) for a, g in split.groups.items()},
     )
+
+
+def score_models(
+    models: list[Params], split: Split, attribute: str, fair_metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate model's mean loss and fairness gap on a split (IFCA's cluster scores)."""
+    y_true = split.y >= 0.5
+    losses, gaps = [], []
+    for params in models:
+        losses.append(mean_loss(params, split.x, split.y))
+        counts = confusion_counts(y_true, predict_proba(params, split.x) >= 0.5, split.groups[attribute])
+        gaps.append(population_metrics(counts)[f"{fair_metric}_gap"])
+    return np.asarray(losses), np.asarray(gaps)

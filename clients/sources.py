@@ -159,7 +159,9 @@ def _folktables_problem(task: Task, raw: pd.DataFrame, state: str) -> pd.DataFra
     return frame
 
 
-def state_records(source: Source, task: Task, state: str, seed: int, synthetic_rows: int) -> pd.DataFrame:
+def state_records(
+    source: Source, task: Task, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """One state's records: `STATE`, the task's raw feature codes and a boolean `label`."""
     if source.kind == "table":
         table = _table_frame(source.path, ("STATE", *task.columns, "label"))
@@ -169,5 +171,5 @@ def state_records(source: Source, task: Task, state: str, seed: int, synthetic_r
     if source.kind == "folktables":
         reader = ACSDataSource(survey_year=ACS_YEAR, horizon=ACS_HORIZON, survey="person", root_dir=source.path)
         return _folktables_problem(task, reader.get_data(states=[state], download=True), state)
-    raw = synthetic_pums([state], seed=seed, rows_per_state=synthetic_rows or None)
+    raw = synthetic_pums([state], seed=seed, rows_per_state=synthetic_rows or None, reversed_states=reversed_states)
     return _folktables_problem(task, raw, state)

@@ -40,10 +40,10 @@ class RunConfig:
     seed: int = 0
     results_dir: str = ""
     synthetic_rows: int = 0
+    synthetic_reversed: tuple[str, ...] = ()
     k: int = 2
     warmup_rounds: int = 0
     adapt_steps: int = 5
-    adapt_lr: float = 0.001
     maml_variant: str = "first-order"
     meta_lr: float = 0.001
     fair_lambda: float = 0.0
@@ -121,7 +121,6 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     _at_least("local-epochs", config.local_epochs, 1)
     _at_least("batch-size", config.batch_size, 1)
     _at_least("lr", config.lr, 0.0, strict=True)
-    _at_least("adapt-lr", config.adapt_lr, 0.0, strict=True)
     _at_least("meta-lr", config.meta_lr, 0.0, strict=True)
     _at_least("seed", config.seed, 0)
     _at_least("synthetic-rows", config.synthetic_rows, 0)
@@ -136,6 +135,8 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
         )
     if config.data_source == "table" and not config.data_path:
         raise ConfigError("data-source 'table' needs config key 'data-path' (a parquet or CSV file)")
+    if config.strategy == "ifca" and config.fair_lambda != 0.0:
+        raise ConfigError("config key 'lambda' applies to strategy 'fair-ifca'; 'ifca' is lambda = 0")
     if len(set(config.states)) != len(config.states):
         raise ConfigError(f"config key 'states' lists a state twice: {','.join(config.states)}")
     return config

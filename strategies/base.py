@@ -21,9 +21,10 @@ from analysis.fairness import metrics_frame
 from analysis.results import ResultsWriter
 from analysis.tables import evaluation_tables
 from clients.sources import Source
-from clients.tasks import ATTRIBUTES
+from clients.model import init_params
+from clients.tasks import ATTRIBUTES, TASKS
 from fl_app.config import RunConfig
-from strategies.messages import Evaluation, metrics_to_evaluation
+from strategies.messages import Evaluation, metrics_to_evaluation, to_record
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ClientFailure(RuntimeError):
 class FairnessStrategy(Strategy):
     """Base of all strategies: fairness hook, per-client bookkeeping and results writing."""
 
-    name = "base"
+    evaluate_type = MessageType.EVALUATE
 
     def __init__(self, run: RunContext) -> None:
         self.run = run
@@ -65,9 +66,14 @@ class FairnessStrategy(Strategy):
         self.summary_row: dict[str, float] = {}
         self.rounds_done = 0
 
+    def initial_arrays(self) -> ArrayRecord:
+        """The round-0 model(s), seeded by the run's seed."""
+        task = TASKS[self.config.task]
+        return to_record(init_params(task.width, task.hidden, self.config.seed))
+
     def summary(self) -> None:
         print(
-            f"[{self.name}] {len(self.states)} clients, {self.config.num_server_rounds} rounds, "
+            f"[{self.config.strategy}] {len(self.states)} clients, {self.config.num_server_rounds} rounds, "
             f"task {self.config.task}, data {self.run.source.kind}",
             flush=True,
         )
@@ -118,9 +124,7 @@ class FairnessStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         nodes = self.node_ids(grid)
-        return self.send(
-            grid, server_round, MessageType.EVALUATE, {n: self.deployed_model(n, arrays) for n in nodes}
-        )
+        return self.send(grid, server_round, self.evaluate_type, {n: self.deployed_model(n, arrays) for n in nodes})
 
     def evaluations(self, replies: list[Message]) -> dict[str, list[Evaluation]]:
         """Per model tag, every client's evaluation in the replies."""
@@ -157,7 +161,7 @@ class FairnessStrategy(Strategy):
     def final_summary(self) -> dict[str, object]:
         """summary.json: the final round's headline numbers."""
         return {
-            "strategy": self.name,
+            "strategy": self.config.strategy,
             "task": self.config.task,
             "rounds": self.rounds_done,
             "num_clients": len(self.states),

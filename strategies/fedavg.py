@@ -15,12 +15,12 @@ from strategies.messages import from_record, to_record
 class FedAvgStrategy(FairnessStrategy):
     """McMahan et al.'s FedAvg with full participation and the shared fairness hook."""
 
-    name = "fedavg"
+    train_type = MessageType.TRAIN
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self.send(grid, server_round, MessageType.TRAIN, {n: arrays for n in self.node_ids(grid)})
+        return self.send(grid, server_round, self.train_type, {n: arrays for n in self.node_ids(grid)})
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -94,3 +94,29 @@ def test_missing_table_fails_before_training(tmp_path):
     proc = run_sh("run", "--run-config", f'data-source="table" data-path="{tmp_path}/x.parquet" results-dir="{results}"')
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and not results.exists()
+
+
+PERSONALIZED = {
+    "perfedavg": 'meta-lr=0.05 adapt-steps=3',
+    "ifca": 'warmup-rounds=1',
+    "fair-ifca": 'warmup-rounds=1 lambda=0.5 fair-attribute="race" fair-metric="eodds"',
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(PERSONALIZED))
+def test_personalized_strategy_runs_through_flwr_run(strategy, tmp_path):
+    results = tmp_path / strategy
+    proc = run_sh("run", "--run-config",
+                  f'strategy="{strategy}" states="{",".join(STATES)}" data-source="synthetic" synthetic-rows=1500 '
+                  f'num-server-rounds=2 local-epochs=1 lr=0.05 results-dir="{results}" {PERSONALIZED[strategy]}')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    counts = pd.read_csv(results / "counts.csv")
+    metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
+    if strategy == "perfedavg":
+        assert set(counts["model"]) == {"deployed", "global"}
+        assert "global_sp_gap" in set(metrics["metric"])
+    else:
+        clusters = pd.read_csv(results / "clusters.csv")
+        assert sorted(clusters["state"]) == STATES and set(clusters["round"]) == {2}
+        assert any(s.startswith("cluster:") for s in metrics["state"])
+    assert json.loads((results / "summary.json").read_text())["strategy"] == strategy
