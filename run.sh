@@ -4,6 +4,8 @@
 #   ./run.sh test [pytest args]         setup, then run the test suite
 #   ./run.sh run [--run-config '...']   setup, then one experiment through `flwr run`
 #   ./run.sh deploy [--run-config '...'] the same on Flower's deployment engine (SuperLink + SuperNodes)
+#   ./run.sh compare [--run-config '...'] every strategy with the study's settings, then the
+#                                       per-state comparison against FedAvg
 # `run` takes care of the Flower traps measured here (see README): no runtime dependency
 # install, absolute paths, the right number of SuperNodes, its own SuperLink (own FLWR_HOME
 # and ports, stopped by pid at the end), and a non-zero exit when the run failed.
@@ -79,11 +81,42 @@ run_experiment() {
   echo "results: $results"
 }
 
+# The study's hyperparameters per strategy (paper: FedAvg and MAML lr 0.001 x 10 epochs;
+# clustered FL lr 0.05 x 1 epoch); the user's --run-config is applied after them.
+study_settings() {
+  case "$1" in
+    fedavg|perfedavg) echo "lr=0.001 local-epochs=10" ;;
+    ifca) echo "lr=0.05 local-epochs=1" ;;
+    fair-ifca) echo "lr=0.05 local-epochs=1 lambda=$2" ;;
+  esac
+}
+
+compare_strategies() {
+  local overrides=() strategies="fedavg perfedavg ifca fair-ifca" lambda="1.0"
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --run-config|-c) overrides+=(--run-config "$2"); shift 2 ;;
+      --strategies) strategies="$2"; shift 2 ;;
+      --lambda) lambda="$2"; shift 2 ;;
+      *) echo "run.sh compare: unknown argument '$1' (valid: --run-config '...', --strategies 'fedavg ifca ...', --lambda X)" >&2; exit 2 ;;
+    esac
+  done
+  [[ " $strategies " == *" fedavg "* ]] || { echo "run.sh compare: --strategies must include fedavg, the baseline" >&2; exit 2; }
+  local base="$REPO/results/$(date -u +%Y%m%d-%H%M%S)-compare" dirs=() s
+  for s in $strategies; do
+    ( run_experiment --run-config "strategy=\"$s\" $(study_settings "$s" "$lambda")" "${overrides[@]}" \
+        --run-config "results-dir=\"$base/$s\"" ) || exit 1
+    dirs+=("$base/$s")
+  done
+  "$PY" -m analysis.compare "${dirs[@]}" --out "$base/comparison.csv" | tee "$base/comparison.md"
+}
+
 cmd="${1:-help}"; shift || true
 case "$cmd" in
   setup) setup ;;
   test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
   run) setup; run_experiment "$@" ;;
   deploy) setup; exec "$PY" -m fl_app.deploy "$@" ;;
-  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...']" >&2; exit 2 ;;
+  compare) setup; compare_strategies "$@" ;;
+  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X]" >&2; exit 2 ;;
 esac
