@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from analysis.compare import COMPARE_COLUMNS, ResultsError, RunResults, compare_runs, gain_loss_summary, main
+from analysis.results import COUNTS_COLUMNS, METRICS_COLUMNS
+from clients.tasks import ATTRIBUTES
 
 NAN = math.nan
 # state -> (accuracy, sp_gap sex, sp_gap race) at the final round (2); other gaps are 0.1 everywhere.
@@ -33,11 +35,9 @@ def write_run(path: Path, strategy: str, values: dict[str, tuple[float, float, f
     (path / "summary.json").write_text(json.dumps({"strategy": strategy, "task": task, "rounds": 2}))
     counts = [
         (r, s, "", a, g, 10, 2, 3, 4, 1)
-        for r in (1, 2) for s in states for a, gs in (("sex", ("male", "female")), ("race", ("white", "non-white")))
-        for g in gs
+        for r in (1, 2) for s in states for a, gs in ATTRIBUTES.items() for g in gs
     ]
-    pd.DataFrame(counts, columns=["round", "state", "cluster", "attribute", "group", "n", "tp", "fp", "tn", "fn"]
-                 ).to_csv(path / "counts.csv", index=False)
+    pd.DataFrame(counts, columns=COUNTS_COLUMNS).to_csv(path / "counts.csv", index=False)
     rows = []
     for r in (1, 2):
         for s, (accuracy, sp_sex, sp_race) in values.items():
@@ -46,9 +46,7 @@ def write_run(path: Path, strategy: str, values: dict[str, tuple[float, float, f
             for a, sp in (("sex", sp_sex), ("race", sp_race)):
                 rows += [(r, s, "", a, "sp_gap", sp * scale), (r, s, "", a, "eo_gap", 0.1),
                          (r, s, "", a, "eodds_gap", 0.1)]
-    pd.DataFrame(rows, columns=["round", "state", "cluster", "attribute", "metric", "value"]).to_csv(
-        path / "metrics.csv", index=False
-    )
+    pd.DataFrame(rows, columns=METRICS_COLUMNS).to_csv(path / "metrics.csv", index=False)
     return path
 
 

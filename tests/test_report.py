@@ -13,6 +13,7 @@ import pytest
 from analysis.compare import RunResults
 from analysis.fairness import confusion_counts, metrics_frame
 from analysis.report import bootstrap_ci, main
+from analysis.results import COUNTS_COLUMNS
 from analysis.tilemap import COLUMNS, ROWS, TILES
 from clients.sources import FOLKTABLES_STATES
 from clients.tasks import ATTRIBUTES
@@ -39,7 +40,8 @@ def split_records(state: str, seed: int) -> dict[str, np.ndarray]:
     """A state's test split (same for every strategy of a seed): sex, race and label per record."""
     rng = np.random.default_rng([seed, sum(map(ord, state))])
     n = SIZES[state]
-    return {"sex": rng.integers(0, 2, n), "race": (rng.random(n) < 0.3).astype(int), "y": rng.integers(0, 2, n)}
+    race = (rng.random(n) < 0.3).astype(int)
+    return {"sex": rng.integers(0, 2, n), "race": race, "y": rng.integers(0, 2, n)}
 
 
 def write_run(path: Path, strategy: str, seed: int) -> Path:
@@ -61,8 +63,7 @@ def write_run(path: Path, strategy: str, seed: int) -> Path:
             clients.append([round_, state, cluster, SIZES[state], 0.7 - 0.05 * round_])
             if clustered:
                 cluster_rows.append([round_, state, cluster, *rng.random(2)])
-    counts = pd.DataFrame(counts, columns=["round", "state", "cluster", "attribute", "group", "n", "tp", "fp",
-                                           "tn", "fn"])
+    counts = pd.DataFrame(counts, columns=COUNTS_COLUMNS)
     clients = pd.DataFrame(clients, columns=["round", "state", "cluster", "n", "loss"])
     for frame in (counts, clients):
         frame["cluster"] = frame["cluster"].astype("Int64")
@@ -109,7 +110,8 @@ def report(runs, tmp_path_factory) -> Path:
 
 def final_values(run: Path, state: str, attribute: str, metric: str) -> float:
     m = RunResults.load(run).metrics
-    row = m[(m["round"] == ROUNDS) & (m["state"] == state) & (m["attribute"] == attribute) & (m["metric"] == metric)]
+    row = m[(m["round"] == ROUNDS) & (m["state"] == state) & (m["attribute"] == attribute)
+            & (m["metric"] == metric)]
     return float(row["value"].iloc[0])
 
 
@@ -118,7 +120,8 @@ def test_report_has_every_section_and_a_row_per_state_with_its_group_sizes(repor
     positions = [text.index(heading) for heading in SECTIONS]
     assert positions == sorted(positions)
     counts = RunResults.load(runs["ifca0"]).counts
-    final = counts[(counts["round"] == ROUNDS) & (counts["attribute"] == "sex")].set_index(["state", "group"])["n"]
+    final = counts[(counts["round"] == ROUNDS) & (counts["attribute"] == "sex")]
+    final = final.set_index(["state", "group"])["n"]
     section = text[text.index("### ifca (1 seed (0))"):]
     for state in SIZES:
         sizes = f"{final[(state, 'male')]}/{final[(state, 'female')]}"
@@ -138,7 +141,8 @@ def test_two_seeds_are_averaged_with_an_interval_around_the_mean(report, runs):
     text = (report / "report.md").read_text()
     mean = np.mean([final_values(runs[r], "ALL", "", "accuracy") for r in ("fedavg0", "fedavg1")])
     row = next(line for line in text.splitlines() if line.startswith("| fedavg | 0, 1 |"))
-    low, high = map(float, re.match(rf"\| fedavg \| 0, 1 \| {mean:.3f} \[([0-9.]+), ([0-9.]+)\]", row).groups())
+    interval = re.match(rf"\| fedavg \| 0, 1 \| {mean:.3f} \[([0-9.]+), ([0-9.]+)\]", row)
+    low, high = map(float, interval.groups())
     assert low <= mean <= high
     single = next(line for line in text.splitlines() if line.startswith("| ifca | 0 |"))
     assert "[" not in single  # one seed: no interval
@@ -149,7 +153,8 @@ def test_comparison_sentence_counts_the_states_where_the_gap_shrinks(report, run
         final_values(runs["ifca0"], s, "sex", "sp_gap") < final_values(runs["fedavg0"], s, "sex", "sp_gap")
         for s in SIZES
     )
-    assert f"ifca lowers the SP gap (sex) in {lower} of {len(SIZES)} states" in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert f"ifca lowers the SP gap (sex) in {lower} of {len(SIZES)} states" in text
 
 
 def test_bootstrap_interval_contains_the_mean_and_collapses_with_one_seed():
