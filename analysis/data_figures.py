@@ -2,7 +2,9 @@
 
 These are the real-data counterparts of the analytic model's group rates and label rates, so the
 figures show how heterogeneous the clients are before any training.
-`python -m analysis.data_figures --data PATH --task income --out DIR`.
+`python -m analysis.data_figures --data PATH --task income --out DIR` for a prepared table, or
+`--source folktables|synthetic [--data-dir DIR] [--states CA,NY]` for the app's other sources
+(employment data comes only from those).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.gaussian import OneLineErrorParser
+from clients.sources import DataError, resolve_source, state_records
 from clients.tasks import ATTRIBUTES, TASKS, protected_groups
 
 REQUIRED_COLUMNS = ("STATE", "SEX", "RAC1P", "label")
@@ -170,21 +173,34 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def read_source(kind: str, task: str, data_dir: str, states: tuple[str, ...], seed: int) -> pd.DataFrame:
+    """Every state's records from one of the app's data sources, as the clients would read them."""
+    source = resolve_source(kind, "", data_dir, states, TASKS[task])
+    return pd.concat([state_records(source, TASKS[task], s, seed, 0) for s in source.states], ignore_index=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineErrorParser(
         prog="python -m analysis.data_figures", description=__doc__.splitlines()[0]
     )
-    parser.add_argument(
-        "--data", type=Path, required=True, help="parquet or CSV with STATE, SEX, RAC1P, label"
-    )
+    parser.add_argument("--data", type=Path, help="parquet or CSV with STATE, SEX, RAC1P, label")
+    parser.add_argument("--source", choices=("table", "folktables", "synthetic"), default="table")
+    parser.add_argument("--data-dir", default="", help="folktables cache (source folktables)")
+    parser.add_argument("--states", default="", help="comma-separated state codes (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of synthetic data")
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--out", type=Path, required=True, help="output directory (created)")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {str(args.out)!r} exists and is not a directory")
+    if (args.source == "table") != (args.data is not None):
+        parser.error("argument --data: give a table file with --source table (the default), and only then")
+    states = tuple(s.strip().upper() for s in args.states.split(",") if s.strip())
     try:
-        table = cell_fractions(read_table(args.data))
-    except ValueError as error:
+        frame = (read_table(args.data) if args.source == "table"
+                 else read_source(args.source, args.task, args.data_dir, states, args.seed))
+        table = cell_fractions(frame)
+    except (ValueError, DataError) as error:
         parser.error(str(error))
     for path in write_figures(table, args.task, args.out):
         print(f"wrote {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -147,3 +148,12 @@ def test_cli_rejects_bad_input_with_one_message_and_no_output_dir(
     assert captured.err.count("\n") == 1
     assert expected in captured.err
     assert not out.exists()
+
+
+def test_synthetic_source_gives_figures_for_the_employment_task(tmp_path):
+    out = tmp_path / "figs"
+    assert main(["--source", "synthetic", "--states", "AL,WY", "--task", "employment", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "cell_fractions.csv", keep_default_na=False)
+    assert sorted(table["state"].unique()) == ["AL", "WY"]
+    sums = table.groupby(["state", "attribute"])["fraction"].sum()
+    assert np.allclose(sums.to_numpy(), 1.0)
