@@ -167,65 +167,91 @@ def write_cli_config(home: Path, port: int, ca: Path | None) -> None:
     )
 
 
-def _descendants(pids: set[int]) -> set[int]:
-    """Every live descendant of pids (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process (Linux /proc; empty elsewhere)."""
+    table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            table[int(stat.parent.name)] = (int(fields[1]), fields[0])
+        except (OSError, IndexError, ValueError):
             continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return table
+
+
+def _descendants(pids: set[int]) -> set[int]:
+    """Every live (not zombie) descendant of pids."""
+    table = _processes()
     found, todo = set(), list(pids)
     while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
+        parent = todo.pop()
+        for pid, (ppid, state) in table.items():
+            if ppid == parent and state != "Z" and pid not in found:
+                found.add(pid)
+                todo.append(pid)
     return found
 
 
-def _alive(pid: int) -> bool:
+def _alive(pids: set[int]) -> set[int]:
+    table = _processes()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
+def _signal(pid: int, sig: int, group: bool = False) -> None:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _signal(pids: set[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        os.killpg(pid, sig) if group else os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def stop(services: list[Service]) -> list[int]:
-    """SIGTERM the services (SuperNodes first) and everything they started, SIGKILL what is left."""
-    roots = {s.proc.pid for s in services}
-    tree = roots | _descendants(roots)  # snapshot first: children of a dead parent move to init
-    for s in reversed(services):
-        if s.proc.poll() is None:
-            os.killpg(s.proc.pid, signal.SIGTERM)
-    _signal(tree - roots, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline:
-        for s in services:
-            s.proc.poll()  # reap, so that children watching their parent's pid notice it is gone
-        if not any(_alive(pid) for pid in tree):
-            break
+    """SIGTERM everything this command started, and all they started; SIGKILL what is left.
+
+    Walks the process tree from this process, not only from `services`, so a process whose
+    Popen was interrupted by Ctrl-C before it was recorded is stopped too.
+    """
+    started = time.monotonic()
+    tree = _descendants({os.getpid(), *(s.proc.pid for s in services)})  # snapshot: orphans move to init
+    names = {pid: _name(pid) for pid in tree}
+    for pid in tree:
+        _signal(pid, signal.SIGTERM)
+    for s in services:  # each runs in its own session: also what it spawned after the snapshot
+        _signal(s.proc.pid, signal.SIGTERM, group=True)
+    while _alive(tree) and time.monotonic() - started < STOP_GRACE_S:
         time.sleep(0.2)
-    left = {pid for pid in tree | _descendants(tree) if _alive(pid)}
+        _reap()  # a dead parent must not stay a zombie: its children watch whether its pid exists
+    left = _alive(tree | _descendants(tree))
     if left:
         print(f"still running after {STOP_GRACE_S:.0f} s, killing: {sorted(left)}", file=sys.stderr)
-        _signal(left, signal.SIGKILL)
-    for s in services:
-        try:
-            s.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    _reap()
+    by_name: dict[str, list[int]] = {}
+    for pid in sorted(tree):
+        by_name.setdefault(names[pid], []).append(pid)
+    print(f"stopped pids {' '.join(map(str, sorted(tree)))} in {time.monotonic() - started:.1f} s "
+          f"({'; '.join(f'{n}: {len(p)}' for n, p in by_name.items())})", file=sys.stderr)
     return sorted(tree)
+
+
+def _name(pid: int) -> str:
+    """The program a process runs: `flower-supernode` rather than `python`."""
+    try:
+        argv = [Path(a).name for a in Path(f"/proc/{pid}/cmdline").read_text().split("\0") if a]
+    except OSError:
+        return "?"
+    return (argv[1] if len(argv) > 1 and argv[0].startswith("python") else argv[0]) if argv else "?"
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def run_federation(run_configs: list[str], the_plan: dict, insecure: bool, tmp: Path, logs: Path,
@@ -300,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fairfl-deploy-"))
     logs = args.log_dir.resolve() if args.log_dir else tmp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"deployment: {len(the_plan['states'])} SuperNodes, temp dir {tmp}, results in {the_plan['results_dir']}",
-          file=sys.stderr, flush=True)
+    print(f"deployment: {len(the_plan['states'])} SuperNodes, {'no TLS' if args.insecure else 'TLS (throwaway CA)'}, "
+          f"temp dir {tmp}, results in {the_plan['results_dir']}", file=sys.stderr, flush=True)
     services: list[Service] = []
     ok = False
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -314,9 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second Ctrl-C/TERM must not cut the teardown short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stopped = stop(services)
-        print(f"stopped pids {' '.join(map(str, stopped))}", file=sys.stderr)
-        if not ok and not args.log_dir and services:
+        stop(services)
+        if not ok and not args.log_dir and services:  # keep the evidence
             logs = Path(shutil.move(str(logs), tempfile.mkdtemp(prefix="fairfl-deploy-logs-")))
         shutil.rmtree(tmp, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
@@ -324,9 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     if not ok:
         print(f"the run did not complete; SuperLink/SuperNode logs in {logs}", file=sys.stderr)
         return 1
-    print(f"deployment run completed in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    if args.log_dir:
-        print(f"SuperLink/SuperNode logs in {logs}", file=sys.stderr)
+    kept = f"in {logs}" if args.log_dir else "removed (keep them with --log-dir DIR)"
+    print(f"deployment run completed in {time.monotonic() - started:.0f} s; SuperLink/SuperNode logs {kept}",
+          file=sys.stderr)
     print(f"results: {the_plan['results_dir']}")
     return 0
 

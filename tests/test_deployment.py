@@ -1,0 +1,126 @@
+"""The same app on Flower's deployment engine: `python -m fl_app.deploy`, a SuperLink and 3 SuperNodes."""
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STATES = ["AL", "CA", "WY"]
+RUN_CONFIG = (f'states="{",".join(STATES)}" data-source="synthetic" synthetic-rows=1500 '
+              "num-server-rounds=2 local-epochs=2 lr=0.05")
+
+
+def deploy(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fl_app.deploy", *args], cwd=REPO, text=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """Wait; on timeout stop it with SIGTERM (it then tears its federation down) rather than SIGKILL."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"deploy timed out after {timeout} s\n{out[-3000:]}\n{err[-3000:]}")
+
+
+def started_pids(stderr: str) -> set[int]:
+    """Every pid the command reported: the SuperLink, the SuperNodes and all it stopped."""
+    pids = {int(p) for p in re.findall(r": pid (\d+), port", stderr)}
+    for line in re.findall(r"^stopped pids ([\d ]*\d)", stderr, re.M):
+        pids |= {int(p) for p in line.split()}
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    results = tmp_path_factory.mktemp("deploy") / "fedavg"
+    proc = deploy("--insecure", "--run-config", f'{RUN_CONFIG} results-dir="{results}"',
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = finish(proc, timeout=300)
+    return results, proc.returncode, out, err
+
+
+def test_deployment_run_exits_zero(deployed):
+    _, code, out, err = deployed
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "finished:completed" in err
+
+
+def test_one_supernode_per_state_was_started(deployed):
+    err = deployed[3]
+    assert sorted(re.findall(r"^SuperNode (\w\w): pid \d+, port \d+", err, re.M)) == STATES
+    assert re.search(r"^SuperLink: pid \d+, port \d+", err, re.M)
+
+
+def test_deployment_writes_every_contract_file(deployed):
+    results = deployed[0]
+    assert sorted(p.name for p in results.iterdir()) == ["config.json", "counts.csv", "metrics.csv", "summary.json"]
+
+
+def test_counts_have_two_rounds_of_three_states_of_four_groups(deployed):
+    counts = pd.read_csv(deployed[0] / "counts.csv")
+    assert len(counts) == 2 * len(STATES) * 4
+    assert sorted(counts["state"].unique()) == STATES
+
+
+def test_metrics_have_pooled_mean_and_every_state(deployed):
+    metrics = pd.read_csv(deployed[0] / "metrics.csv", keep_default_na=False)
+    assert set(metrics[metrics["round"] == 2]["state"]) == {*STATES, "ALL", "MEAN"}
+
+
+def test_server_log_is_streamed_one_line_per_round(deployed):
+    lines = [l for l in deployed[2].splitlines() if l.startswith("round ")]
+    assert [l.split("|")[0].split()[1] for l in lines] == ["1", "2"]
+
+
+def test_no_superlink_or_supernode_is_left_running(deployed):
+    err = deployed[3]
+    pids = started_pids(err)
+    assert len(pids) >= 1 + len(STATES)
+    assert [p for p in pids if alive(p)] == []
+    temp_dir = re.search(r"temp dir (\S+),", err).group(1)
+    assert not Path(temp_dir).exists()
+    left = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
+def test_ctrl_c_tears_the_federation_down(tmp_path):
+    results = tmp_path / "interrupted"
+    proc = deploy("--insecure", "--log-dir", str(tmp_path / "logs"), "--run-config", f'{RUN_CONFIG} results-dir="{results}"',
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = []
+    for line in proc.stderr:  # interrupt once every SuperNode process is up
+        seen.append(line)
+        if line.startswith(f"SuperNode {STATES[-1]}: pid"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = finish(proc, timeout=120)
+    err = "".join(seen) + rest
+    assert proc.returncode == 1, err
+    assert "interrupted" in err
+    pids = started_pids(err)
+    assert len(pids) >= 1 + len(STATES) and [p for p in pids if alive(p)] == []
+    assert not Path(re.search(r"temp dir (\S+),", err).group(1)).exists()
+
+
+def test_bad_config_fails_before_starting_anything(tmp_path):
+    results = tmp_path / "never"
+    proc = deploy("--insecure", "--run-config", f'task="health" results-dir="{results}"',
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = finish(proc, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown task 'health'" in err
+    assert "pid" not in err and not results.exists()
