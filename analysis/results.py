@@ -1,7 +1,9 @@
 """The results directory of a run: config.json, counts.csv, metrics.csv, summary.json (+ extras).
 
-Each file is written whole (JSON, via a temporary file and a rename) or a whole round at a
-time (CSV appends), so readers never see half a row.
+Every write replaces a whole file atomically (a temporary file, fsync, rename): a JSON file
+is rewritten whole and a CSV grows by whole rounds, so a crash at any moment leaves each
+file as it was before or after a round, never half a row. A resumed run rolls the CSVs back
+to the byte sizes its checkpoint recorded, so no round is written twice.
 """
 
 from __future__ import annotations
@@ -61,11 +63,39 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never a part."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+TMP_SUFFIX = ".tmp"
+
+
+class ResultsError(ValueError):
+    """A results directory that cannot be continued; the message names the file at fault."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` all at once: a reader (or a crash) sees the old file or the new one."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically."""
+    write_atomic(path, (json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a results directory, or a ResultsError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ResultsError(f"cannot read '{path}': {err}") from err
 
 
 class ResultsWriter:
@@ -86,14 +116,46 @@ class ResultsWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_json(self.directory / "config.json", config)
 
+    def read_config(self) -> dict[str, Any]:
+        return read_json(self.directory / "config.json")
+
     def append(self, name: str, frame: pd.DataFrame) -> None:
-        """Append one round's rows to `name` (header on first write), flushed to disk."""
+        """Add one round's rows to `name` (header on first write), replacing the file atomically."""
         path = self.directory / name
-        new = not path.exists()
-        with open(path, "a", newline="") as handle:
-            frame.to_csv(handle, header=new, index=False, lineterminator="\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        old = path.read_bytes() if path.exists() else b""
+        rows = frame.to_csv(header=not old, index=False, lineterminator="\n")
+        write_atomic(path, old + rows.encode())
+
+    def csv_sizes(self) -> dict[str, int]:
+        """Byte size of every CSV file: where a resumed run picks up writing."""
+        return {p.name: p.stat().st_size for p in sorted(self.directory.glob("*.csv"))}
+
+    def check_sizes(self, sizes: dict[str, int]) -> None:
+        """Refuse to continue from `sizes` if a CSV is missing or shorter than that."""
+        for name, size in sizes.items():
+            path = self.directory / name
+            have = path.stat().st_size if path.exists() else 0
+            if have < size:
+                raise ResultsError(
+                    f"'{path}' has {have} bytes but the checkpoint recorded {size}; "
+                    "the results directory was changed after the run wrote it"
+                )
+
+    def roll_back(self, sizes: dict[str, int]) -> None:
+        """Return the files to their state at a checkpoint: CSVs cut back to `sizes` (files not
+        listed dropped), no summary.json, no leftover temporaries.
+
+        Rows written after the checkpoint belong to a round that will run again.
+        """
+        self.check_sizes(sizes)
+        (self.directory / "summary.json").unlink(missing_ok=True)
+        for tmp in self.directory.glob(f"*{TMP_SUFFIX}"):
+            tmp.unlink()
+        for path in self.directory.glob("*.csv"):
+            if path.name not in sizes:
+                path.unlink()
+            elif path.stat().st_size > sizes[path.name]:
+                write_atomic(path, path.read_bytes()[: sizes[path.name]])
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.directory / "summary.json", summary)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from analysis.results import COUNTS_COLUMNS
+from analysis.results import COUNTS_COLUMNS, METRICS_COLUMNS
 from clients.tasks import ATTRIBUTES
 from strategies.messages import Evaluation
 
@@ -41,3 +41,14 @@ def evaluation_tables(
     clients = pd.DataFrame(client_rows, columns=["round", "state", "cluster", "n", "loss", "model"])
     clients["cluster"] = clients["cluster"].astype("Int64")
     return counts, clients
+
+
+def health_rows(server_round: int, counts: Mapping[str, int]) -> pd.DataFrame:
+    """metrics.csv rows (state ALL) counting a round's failed clients, rejected updates and the like."""
+    rows = [
+        {"round": server_round, "state": "ALL", "cluster": pd.NA, "attribute": "", "metric": name, "value": float(n)}
+        for name, n in counts.items()
+    ]
+    frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
+    frame["cluster"] = frame["cluster"].astype("Int64")
+    return frame

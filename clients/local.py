@@ -1,4 +1,5 @@
-"""What a client does each round with its own data: seeded local training and the fairness hook."""
+"""What a client does each round with its own data: seeded local training, the fairness hook,
+and the faults it injects when the run config asks for them (to test the server's tolerance)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from clients.training import mean_loss, predict_proba, train_sgd
 from strategies.messages import Evaluation
 
 Params = dict[str, np.ndarray]
+
+TRAIN, ADAPT, FAULT = 0, 1, 2  # purposes of a client's per-round random streams
+UPDATE_FAULTS = ("nan-update", "shape-update", "keys-update")
+
+
+class InjectedFault(RuntimeError):
+    """A failure the run config asked this client to raise."""
 
 
 def local_rng(seed: int, state: str, server_round: int, purpose: int = 0) -> np.random.Generator:
@@ -48,3 +56,24 @@ def score_models(
         counts = confusion_counts(y_true, predict_proba(params, split.x) >= 0.5, split.groups[attribute])
         gaps.append(population_metrics(counts)[f"{fair_metric}_gap"])
     return np.asarray(losses), np.asarray(gaps)
+
+
+def fault_strikes(seed: int, state: str, server_round: int, fail_states: tuple[str, ...], fail_prob: float) -> bool:
+    """Whether the client of `state` injects its fault in this round: listed, or drawn from (seed, state, round)."""
+    return state in fail_states or (fail_prob > 0 and local_rng(seed, state, server_round, FAULT).random() < fail_prob)
+
+
+def corrupt_update(params: Params, mode: str) -> Params:
+    """An update the server must reject: a NaN, a wrong shape, or a wrong key (`mode` in UPDATE_FAULTS)."""
+    first = next(iter(params))
+    bad = dict(params)
+    if mode == "nan-update":
+        bad[first] = params[first].copy()
+        bad[first].flat[0] = np.nan
+    elif mode == "shape-update":
+        bad[first] = params[first][:-1]
+    elif mode == "keys-update":
+        bad[f"{first}.renamed"] = bad.pop(first)
+    else:
+        raise ValueError(f"unknown update fault '{mode}'; valid: {', '.join(UPDATE_FAULTS)}")
+    return bad

@@ -1,23 +1,30 @@
-"""ClientApp: a state's client. Reads its data once per process, trains and evaluates on request."""
+"""ClientApp: a state's client. Reads its data once per process, trains and evaluates on request.
+
+With `fail-states`/`fail-prob` set, the chosen clients inject `fail-mode` in the chosen rounds
+(raise in training or evaluation, or return a corrupt update), deterministically by seed.
+"""
 
 from __future__ import annotations
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from dataclasses import dataclass
 
+import numpy as np
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.data import StateData, state_data
-from clients.local import evaluate_local, local_rng, score_models, train_local
+from clients.local import (
+    ADAPT, TRAIN, UPDATE_FAULTS, InjectedFault, corrupt_update, evaluate_local, fault_strikes, local_rng,
+    score_models, train_local,
+)
 from clients.personalization import adapt, meta_train
 from clients.sources import Source
 from fl_app.config import RunConfig, parse_config
 from strategies.ifca import choose_cluster, cluster_prefix
-from strategies.messages import evaluation_to_metrics, from_record, to_record
+from strategies.messages import Params, evaluation_to_metrics, from_record, to_record
 from strategies.perfedavg import GLOBAL_PREFIX
 
 app = ClientApp()
-
-TRAIN, ADAPT = 0, 1  # purposes of a client's per-round random streams
 
 
 def state_index(node_config: dict, states: tuple[str, ...]) -> int:
@@ -33,76 +40,120 @@ def state_index(node_config: dict, states: tuple[str, ...]) -> int:
     return index
 
 
-def _setup(msg: Message, context: Context) -> tuple[RunConfig, StateData, int, int]:
+@dataclass(frozen=True)
+class Job:
+    """One message's work: the run config, this client's data, the round and any fault to inject."""
+
+    config: RunConfig
+    data: StateData
+    index: int
+    server_round: int
+    fault: str | None
+
+    def rng(self, purpose: int) -> np.random.Generator:
+        return local_rng(self.config.seed, self.data.state, self.server_round, purpose)
+
+    def raise_if(self, mode: str) -> None:
+        if self.fault == mode:
+            raise InjectedFault(f"injected {mode} in {self.data.state}, round {self.server_round}")
+
+
+def _job(msg: Message, context: Context) -> Job:
     config = parse_config(context.run_config)
     sent = msg.content["config"]
     source = Source(str(sent["source-kind"]), str(sent["source-path"]), tuple(str(sent["states"]).split(",")))
     index = state_index(context.node_config, source.states)
-    data = state_data(
-        source, config.task, source.states[index], config.seed, config.synthetic_rows, config.synthetic_reversed
-    )
-    return config, data, index, int(sent["server-round"])
+    state = source.states[index]
+    data = state_data(source, config.task, state, config.seed, config.synthetic_rows, config.synthetic_reversed)
+    server_round = int(sent["server-round"])
+    strikes = fault_strikes(config.seed, state, server_round, config.fail_states, config.fail_prob)
+    return Job(config, data, index, server_round, config.fail_mode if strikes else None)
 
 
-def _reply(msg: Message, params, metrics: dict) -> Message:
-    return Message(RecordDict({"arrays": to_record(params), "metrics": MetricRecord(metrics)}), reply_to=msg)
+def _train_job(msg: Message, context: Context) -> Job:
+    job = _job(msg, context)
+    job.raise_if("train-error")
+    return job
+
+
+def _reply(msg: Message, job: Job, params: Params, metrics: dict) -> Message:
+    if job.fault in UPDATE_FAULTS:
+        params = corrupt_update(params, job.fault)
+    content = {"arrays": to_record(params), "metrics": MetricRecord({**metrics, "state-index": job.index})}
+    return Message(RecordDict(content), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    config, data, index, server_round = _setup(msg, context)
+    job = _train_job(msg, context)
+    config, data = job.config, job.data
     params, loss = train_local(
         from_record(msg.content["arrays"]), data.train, lr=config.lr, epochs=config.local_epochs,
-        batch_size=config.batch_size, rng=local_rng(config.seed, data.state, server_round, TRAIN),
+        batch_size=config.batch_size, rng=job.rng(TRAIN),
     )
-    return _reply(msg, params, {"num-examples": len(data.train), "train-loss": loss, "state-index": index})
+    return _reply(msg, job, params, {"num-examples": len(data.train), "train-loss": loss})
 
 
 @app.train("perfedavg")
 def train_perfedavg(msg: Message, context: Context) -> Message:
-    config, data, index, server_round = _setup(msg, context)
+    job = _train_job(msg, context)
+    config, data = job.config, job.data
     params, loss = meta_train(
         from_record(msg.content["arrays"]), data.train, alpha=config.lr, beta=config.meta_lr,
-        epochs=config.local_epochs, batch_size=config.batch_size,
-        rng=local_rng(config.seed, data.state, server_round, TRAIN), variant=config.maml_variant,
+        epochs=config.local_epochs, batch_size=config.batch_size, rng=job.rng(TRAIN), variant=config.maml_variant,
     )
-    return _reply(msg, params, {"num-examples": len(data.train), "train-loss": loss, "state-index": index})
+    return _reply(msg, job, params, {"num-examples": len(data.train), "train-loss": loss})
 
 
 @app.train("ifca")
 def train_ifca(msg: Message, context: Context) -> Message:
-    config, data, index, server_round = _setup(msg, context)
+    job = _train_job(msg, context)
+    config, data = job.config, job.data
     models = [from_record(msg.content["arrays"], cluster_prefix(j)) for j in range(config.k)]
     losses, gaps = score_models(models, data.train, config.fair_attribute, config.fair_metric)
     cluster = choose_cluster(losses, gaps, config.fair_lambda)
     params, loss = train_local(
         models[cluster], data.train, lr=config.lr, epochs=config.local_epochs,
-        batch_size=config.batch_size, rng=local_rng(config.seed, data.state, server_round, TRAIN),
+        batch_size=config.batch_size, rng=job.rng(TRAIN),
     )
-    return _reply(msg, params, {
-        "num-examples": len(data.train), "train-loss": loss, "state-index": index, "cluster": cluster,
+    return _reply(msg, job, params, {
+        "num-examples": len(data.train), "train-loss": loss, "cluster": cluster,
         "losses": [float(v) for v in losses], "gaps": [float(v) for v in gaps],
     })
 
 
+def _evaluation_reply(msg: Message, job: Job, metrics: dict) -> Message:
+    return Message(RecordDict({"metrics": MetricRecord({**metrics, "state-index": job.index})}), reply_to=msg)
+
+
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    _, data, index, _ = _setup(msg, context)
-    evaluation = evaluate_local(from_record(msg.content["arrays"]), data.test, index)
-    metrics = {"num-examples": evaluation.n, "state-index": index, **evaluation_to_metrics(evaluation)}
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    job = _job(msg, context)
+    job.raise_if("evaluate-error")
+    evaluation = evaluate_local(from_record(msg.content["arrays"]), job.data.test, job.index)
+    return _evaluation_reply(msg, job, {"num-examples": evaluation.n, **evaluation_to_metrics(evaluation)})
+
+
+@app.evaluate("ifca")
+def evaluate_ifca(msg: Message, context: Context) -> Message:
+    """Evaluate the model of the cluster the server lists for this client's state."""
+    job = _job(msg, context)
+    job.raise_if("evaluate-error")
+    cluster = int(msg.content["config"]["clusters"][job.index])
+    evaluation = evaluate_local(from_record(msg.content["arrays"], cluster_prefix(cluster)), job.data.test, job.index)
+    return _evaluation_reply(msg, job, {"num-examples": evaluation.n, **evaluation_to_metrics(evaluation)})
 
 
 @app.evaluate("perfedavg")
 def evaluate_perfedavg(msg: Message, context: Context) -> Message:
-    config, data, index, server_round = _setup(msg, context)
+    job = _job(msg, context)
+    job.raise_if("evaluate-error")
+    config, data = job.config, job.data
     global_params = from_record(msg.content["arrays"])
     adapted = adapt(global_params, data.train, steps=config.adapt_steps, lr=config.lr,
-                    batch_size=config.batch_size, rng=local_rng(config.seed, data.state, server_round, ADAPT))
-    deployed = evaluate_local(adapted, data.test, index)
-    unadapted = evaluate_local(global_params, data.test, index)
-    metrics = {
-        "num-examples": deployed.n, "state-index": index,
-        **evaluation_to_metrics(deployed), **evaluation_to_metrics(unadapted, GLOBAL_PREFIX),
-    }
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+                    batch_size=config.batch_size, rng=job.rng(ADAPT))
+    deployed = evaluate_local(adapted, data.test, job.index)
+    unadapted = evaluate_local(global_params, data.test, job.index)
+    return _evaluation_reply(msg, job, {
+        "num-examples": deployed.n, **evaluation_to_metrics(deployed), **evaluation_to_metrics(unadapted, GLOBAL_PREFIX),
+    })

@@ -7,16 +7,21 @@ reported once, before any data is read or any results directory is created.
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from clients.sources import FOLKTABLES_STATES
 from clients.tasks import ATTRIBUTES, TASKS
 
 STRATEGIES = ("fedavg", "perfedavg", "ifca", "fair-ifca")
 DATA_SOURCES = ("auto", "table", "folktables", "synthetic")
 FAIR_METRICS = ("sp", "eo", "eodds")
 MAML_VARIANTS = ("first-order", "hessian-free")
+FAIL_MODES = ("train-error", "evaluate-error", "nan-update", "shape-update", "keys-update")
+RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir")
 
 
 class ConfigError(ValueError):
@@ -49,6 +54,10 @@ class RunConfig:
     fair_lambda: float = 0.0
     fair_attribute: str = "sex"
     fair_metric: str = "sp"
+    resume: str = ""
+    fail_states: tuple[str, ...] = ()
+    fail_prob: float = 0.0
+    fail_mode: str = "train-error"
 
     def to_dict(self) -> dict[str, Any]:
         """The config under its run-config key names (for config.json and messages)."""
@@ -80,10 +89,16 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             isinstance(value, float) and value.is_integer()
         ):
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"config key '{key}' must be a 64-bit integer, got {value!r}")
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     return float(value)
+
+
+def _finite(number: int | float) -> bool:
+    return math.isfinite(number) if isinstance(number, float) else abs(number) <= sys.float_info.max
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
@@ -117,6 +132,7 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     _choice("fair-attribute", config.fair_attribute, list(ATTRIBUTES))
     _choice("fair-metric", config.fair_metric, FAIR_METRICS)
     _choice("maml-variant", config.maml_variant, MAML_VARIANTS)
+    _choice("fail-mode", config.fail_mode, FAIL_MODES)
     _at_least("num-server-rounds", config.num_server_rounds, 1)
     _at_least("local-epochs", config.local_epochs, 1)
     _at_least("batch-size", config.batch_size, 1)
@@ -128,6 +144,14 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     _at_least("warmup-rounds", config.warmup_rounds, 0)
     _at_least("adapt-steps", config.adapt_steps, 0)
     _at_least("lambda", config.fair_lambda, 0.0)
+    _at_least("fail-prob", config.fail_prob, 0.0)
+    if config.fail_prob > 1.0:
+        raise ConfigError(f"config key 'fail-prob' must be <= 1, got {config.fail_prob:g}")
+    if config.resume and not Path(config.resume).is_absolute():
+        raise ConfigError(
+            f"config key 'resume' must be an absolute path (flwr run resolves relative paths against "
+            f"its copy of the app), got '{config.resume}'"
+        )
     if config.warmup_rounds >= config.num_server_rounds and config.strategy in ("ifca", "fair-ifca"):
         raise ConfigError(
             f"config key 'warmup-rounds' ({config.warmup_rounds}) must be smaller than "
@@ -137,9 +161,24 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("data-source 'table' needs config key 'data-path' (a parquet or CSV file)")
     if config.strategy == "ifca" and config.fair_lambda != 0.0:
         raise ConfigError("config key 'lambda' applies to strategy 'fair-ifca'; 'ifca' is lambda = 0")
-    if len(set(config.states)) != len(config.states):
-        raise ConfigError(f"config key 'states' lists a state twice: {','.join(config.states)}")
+    for key, listed in (
+        ("states", config.states), ("synthetic-reversed", config.synthetic_reversed), ("fail-states", config.fail_states)
+    ):
+        unknown = [s for s in listed if s not in FOLKTABLES_STATES]
+        if unknown:
+            raise ConfigError(
+                f"config key '{key}' has unknown state code(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(FOLKTABLES_STATES)}"
+            )
+        if len(set(listed)) != len(listed):
+            raise ConfigError(f"config key '{key}' lists a state twice: {','.join(listed)}")
     return config
+
+
+def resume_conflicts(checkpointed: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """Keys whose value differs from the checkpointed run's, except those a resume may change."""
+    keys = (set(checkpointed) | set(requested)) - set(RESUME_MAY_CHANGE)
+    return sorted(k for k in keys if checkpointed.get(k) != requested.get(k))
 
 
 def absolute_results_dir(config: RunConfig, timestamp: str, base: Path) -> Path:

@@ -9,7 +9,7 @@ from flwr.serverapp import Grid
 
 from strategies.aggregation import weighted_average
 from strategies.base import FairnessStrategy
-from strategies.messages import from_record, to_record
+from strategies.messages import to_record
 
 
 class FedAvgStrategy(FairnessStrategy):
@@ -25,9 +25,8 @@ class FedAvgStrategy(FairnessStrategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = self.replies_ok(replies)
-        weights = [float(m.content["metrics"]["num-examples"]) for m in replies]
-        models = [from_record(m.content["arrays"]) for m in replies]
-        losses = [float(m.content["metrics"]["train-loss"]) for m in replies]
-        train_loss = sum(w * l for w, l in zip(weights, losses)) / sum(weights)
-        return to_record(weighted_average(models, weights)), MetricRecord({"train-loss": train_loss})
+        """The weighted average of the usable updates; None (keep the model) when there are none."""
+        updates = self.usable_updates(replies)
+        if not updates:
+            return None, None
+        return to_record(weighted_average([u.params for u in updates], [u.weight for u in updates])), None

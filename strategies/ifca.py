@@ -8,14 +8,17 @@ for bit.
 
 What goes over the wire: for training every client receives all k models, because IFCA's
 cluster choice is made by the client on its own data and needs every candidate; shipping
-only "its" cluster would freeze the first assignment. For evaluation a client receives only
-the model of the cluster it joined, which is the model it would deploy. One income model is
-about 13 kB, so k models per client per round cost little next to local training.
+only "its" cluster would freeze the first assignment. For evaluation a client deploys the
+model of the cluster it last joined: it receives all k models and every state's cluster and
+picks its own, so the server needs no node-to-state mapping (node ids change when a run is
+resumed, and a client that failed this round's training keeps its previous cluster). One income model is about 13 kB, so k
+models per client per round cost little next to local training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +29,12 @@ from clients.model import init_params
 from clients.tasks import TASKS
 from strategies.aggregation import Params, weighted_average
 from strategies.base import FairnessStrategy, RunContext
+from strategies.checkpoint import Checkpoint
 from strategies.messages import from_record, to_record
+from strategies.replies import Update
 
 IFCA_TRAIN = "train.ifca"
+IFCA_EVALUATE = "evaluate.ifca"
 
 
 def cluster_prefix(j: int) -> str:
@@ -81,15 +87,33 @@ def models_record(models: Sequence[Params]) -> ArrayRecord:
     return record
 
 
-class IFCAStrategy(FairnessStrategy):
-    """IFCA, or Fair-FCA when `lambda > 0` (the clients apply the rule; see module docstring)."""
+def cluster_reply_problem(metrics: MetricRecord, k: int) -> str | None:
+    """Why an IFCA training reply's cluster choice cannot be used; None if it can."""
+    try:
+        cluster, losses = metrics["cluster"], metrics["losses"]
+    except KeyError as err:
+        return f"missing metric {err}"
+    if isinstance(cluster, bool) or not isinstance(cluster, int) or not 0 <= cluster < k:
+        return f"cluster {cluster!r} is not one of 0..{k - 1}"
+    if not isinstance(losses, list) or len(losses) != k:
+        return f"losses must list one value per cluster ({k}), got {losses!r}"
+    return None
 
+
+class IFCAStrategy(FairnessStrategy):
+    """IFCA, or Fair-FCA when `lambda > 0` (the clients apply the rule; see module docstring).
+
+    A client keeps the cluster it last joined until it next trains successfully, so a failed
+    client is evaluated with its previous cluster's model, and a cluster that loses all its
+    members keeps its model.
+    """
+
+    evaluate_type = IFCA_EVALUATE
 
     def __init__(self, run: RunContext) -> None:
         super().__init__(run)
         task = TASKS[self.config.task]
         self.models = initial_cluster_models(task.width, task.hidden, self.config.seed, self.config.k)
-        self.node_cluster: dict[int, int] = {}
         self.state_cluster: dict[int, int] = {}
 
     def initial_arrays(self) -> ArrayRecord:
@@ -110,33 +134,46 @@ class IFCAStrategy(FairnessStrategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = self.replies_ok(replies)
-        updates = [from_record(m.content["arrays"]) for m in replies]
-        weights = [float(m.content["metrics"]["num-examples"]) for m in replies]
         if self.warming_up(server_round):
-            warm = weighted_average(updates, weights)
+            updates = self.usable_updates(replies)
+            warm = weighted_average([u.params for u in updates], [u.weight for u in updates]) if updates else self.models[0]
             last = server_round == self.config.warmup_rounds
             self.models = perturbed_copies(warm, self.config.k, self.config.seed) if last else [warm] * self.config.k
             return models_record(self.models), None
-        assignments = [int(m.content["metrics"]["cluster"]) for m in replies]
-        self.models = aggregate_clusters(self.models, updates, weights, assignments)
-        self.node_cluster = {m.metadata.src_node_id: c for m, c in zip(replies, assignments)}
-        self.state_cluster = {int(m.content["metrics"]["state-index"]): c for m, c in zip(replies, assignments)}
-        self.write_clusters(server_round, replies)
-        sizes = np.bincount(assignments, minlength=self.config.k)
-        return models_record(self.models), MetricRecord({f"clients-in-{j}": int(s) for j, s in enumerate(sizes)})
+        updates = self.usable_updates(replies, lambda metrics: cluster_reply_problem(metrics, self.config.k))
+        assignments = [int(u.metrics["cluster"]) for u in updates]
+        self.models = aggregate_clusters(self.models, [u.params for u in updates], [u.weight for u in updates], assignments)
+        self.state_cluster.update({u.state_index: c for u, c in zip(updates, assignments)})
+        self.stage_clusters(server_round, updates)
+        return models_record(self.models), None
 
-    def write_clusters(self, server_round: int, replies: list[Message]) -> None:
+    def stage_clusters(self, server_round: int, updates: list[Update]) -> None:
         rows = []
-        for m in replies:
-            metrics = m.content["metrics"]
-            row = {"round": server_round, "state": self.states[int(metrics["state-index"])], "cluster": int(metrics["cluster"])}
-            row.update({f"loss_{j}": float(v) for j, v in enumerate(metrics["losses"])})
+        for u in updates:
+            row = {"round": server_round, "state": self.states[u.state_index], "cluster": int(u.metrics["cluster"])}
+            row.update({f"loss_{j}": float(v) for j, v in enumerate(u.metrics["losses"])})
             rows.append(row)
-        self.run.writer.append("clusters.csv", pd.DataFrame(rows).sort_values("state"))
+        self.staged["clusters.csv"] = pd.DataFrame(rows, columns=["round", "state", "cluster"]
+                                                   + [f"loss_{j}" for j in range(self.config.k)])
 
-    def deployed_model(self, node_id: int, arrays: ArrayRecord) -> ArrayRecord:
-        return to_record(self.models[self.node_cluster.get(node_id, 0)])
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Every client gets the k models and each state's cluster (0 until it joins one) and deploys its own."""
+        clusters = [self.state_cluster.get(i, 0) for i in range(len(self.states))]
+        record = models_record(self.models)
+        return self.send(grid, server_round, self.evaluate_type, {n: record for n in self.node_ids(grid)},
+                         {"clusters": clusters})
 
     def cluster_of_states(self) -> dict[int, int]:
         return dict(self.state_cluster)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        clusters = {self.states[i]: c for i, c in sorted(self.state_cluster.items())}
+        return {**super().checkpoint_state(), "clusters": clusters}
+
+    def resume(self, checkpoint: Checkpoint) -> ArrayRecord:
+        arrays = super().resume(checkpoint)
+        self.models = [from_record(arrays, cluster_prefix(j)) for j in range(self.config.k)]
+        self.state_cluster = {self.states.index(s): int(c) for s, c in checkpoint.strategy_state["clusters"].items()}
+        return arrays

@@ -8,7 +8,7 @@ personalization on accuracy and fairness is visible within one run.
 
 from __future__ import annotations
 
-from flwr.app import Message
+from flwr.app import MetricRecord
 
 from strategies.fedavg import FedAvgStrategy
 from strategies.messages import Evaluation, metrics_to_evaluation
@@ -24,8 +24,5 @@ class PerFedAvgStrategy(FedAvgStrategy):
     train_type = PERFEDAVG_TRAIN
     evaluate_type = PERFEDAVG_EVALUATE
 
-    def evaluations(self, replies: list[Message]) -> dict[str, list[Evaluation]]:
-        return {
-            "deployed": [metrics_to_evaluation(m.content["metrics"]) for m in replies],
-            "global": [metrics_to_evaluation(m.content["metrics"], GLOBAL_PREFIX) for m in replies],
-        }
+    def read_evaluation(self, metrics: MetricRecord) -> dict[str, Evaluation]:
+        return {"deployed": metrics_to_evaluation(metrics), "global": metrics_to_evaluation(metrics, GLOBAL_PREFIX)}

@@ -1,11 +1,16 @@
-"""Shared test data builders: small frames of raw income codes made here, never read from disk."""
+"""Shared test helpers: small frames of raw income codes made here (never read from disk), an
+in-process federation for fast runs, and real `./run.sh run` runs where only those will do."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.common.config import get_fused_config_from_dir
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
@@ -55,7 +60,15 @@ class InProcessGrid(Grid):
         return list(self.contexts)
 
     def send_and_receive(self, messages, *, timeout=None):
-        return [client_app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+        return [self.deliver(m) for m in messages]
+
+    def deliver(self, message: Message) -> Message:
+        """The ClientApp's reply; an exception becomes an error reply, as Flower's runtime makes it."""
+        try:
+            return client_app(message, self.contexts[message.metadata.dst_node_id])
+        except Exception as ex:  # noqa: BLE001 - any ClientApp exception is a failed client
+            error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(ex)}:<'{ex}'>")
+            return Message(error, reply_to=message)
 
     def set_run(self, run):
         raise NotImplementedError
@@ -74,13 +87,35 @@ class InProcessGrid(Grid):
         raise NotImplementedError
 
 
-def run_in_process(overrides: dict, results_dir: Path) -> Path:
+def run_in_process(overrides: dict, results_dir: Path, grid_class: type[InProcessGrid] = InProcessGrid) -> Path:
     """Run the app's ServerApp logic over an in-process federation; returns the results dir."""
     raw = get_fused_config_from_dir(REPO, {**overrides, "results-dir": str(results_dir)})
     states = [s for s in str(raw["states"]).split(",") if s]
-    return run_federation(InProcessGrid(raw, len(states)), raw, results_dir.parent)
+    return run_federation(grid_class(raw, len(states)), raw, results_dir.parent)
 
 
 @pytest.fixture
 def federation():
     return run_in_process
+
+
+# --- real `./run.sh run` (flwr run) runs, shared by the resume and determinism tests ----------
+
+REAL_RUN_CONFIG = ('states="AL,CA,WY" data-source="synthetic" synthetic-rows=1500 num-server-rounds=6 '
+                   'local-epochs=2 lr=0.3 batch-size=16')
+
+
+def run_sh(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`./run.sh ARGS` with this virtualenv (and `env` added to the environment)."""
+    env = {**os.environ, "FAIRFL_VENV": sys.prefix, **(env or {})}
+    return subprocess.run(["bash", str(REPO / "run.sh"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def real_fedavg_run(tmp_path_factory) -> Path:
+    """Results of one uninterrupted `./run.sh run` of REAL_RUN_CONFIG on 2 Ray actors (run.sh's default)."""
+    results = tmp_path_factory.mktemp("real") / "two-actors"
+    proc = run_sh("run", "--run-config", f'{REAL_RUN_CONFIG} results-dir="{results}"', env={"FAIRFL_ACTOR_CPUS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return results

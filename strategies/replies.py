@@ -1,0 +1,157 @@
+"""Which client replies a round can use: failures and unusable updates are counted, never averaged.
+
+A training reply is unusable when its update has other keys, shapes or dtypes than the
+model, holds a non-finite value, or its metrics lack what aggregation needs; an evaluation
+reply when its counts cannot be read. Usable replies come back sorted by state index, so
+aggregation does not depend on the order in which replies arrive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import Message, MetricRecord
+
+from strategies.messages import Evaluation, Params, from_record
+
+REASON_CHARS = 300  # console excerpt of a client's error
+
+
+@dataclass
+class RoundHealth:
+    """What went wrong in one round; written to metrics.csv as `ALL` rows."""
+
+    failed_clients: int = 0  # training replies that were errors or never came
+    rejected_updates: int = 0  # training replies whose update could not be used
+    failed_evaluations: int = 0  # evaluation replies that were errors, unreadable or never came
+    model_kept: bool = False  # nobody returned a usable update: the previous model stays
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "failed_clients": self.failed_clients,
+            "rejected_updates": self.rejected_updates,
+            "failed_evaluations": self.failed_evaluations,
+        }
+
+
+@dataclass(frozen=True)
+class Update:
+    """One client's usable training result."""
+
+    state_index: int
+    params: Params
+    weight: float
+    metrics: MetricRecord
+
+
+def update_problem(update: Params, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Why `update` cannot be averaged into a model with these parameter shapes; None if it can."""
+    if set(update) != set(shapes):
+        missing, unexpected = sorted(set(shapes) - set(update)), sorted(set(update) - set(shapes))
+        return f"parameter keys differ from the model's (missing {missing}, unexpected {unexpected})"
+    for key, shape in shapes.items():
+        value = update[key]
+        if value.shape != tuple(shape):
+            return f"'{key}' has shape {value.shape}, expected {tuple(shape)}"
+        if not np.issubdtype(value.dtype, np.floating):
+            return f"'{key}' has dtype {value.dtype}, expected a float type"
+        if not np.isfinite(value).all():
+            return f"'{key}' holds non-finite values"
+    return None
+
+
+def reply_failure(message: Message) -> str:
+    """A failed reply's reason, shortened for the console."""
+    return f"node {message.metadata.src_node_id}: {message.error.reason[:REASON_CHARS]}"
+
+
+class UnusableUpdate(ValueError):
+    """A training reply that must not be averaged: who sent it and why."""
+
+    def __init__(self, sender: str, reason: str) -> None:
+        super().__init__(f"rejected update from {sender}: {reason}")
+
+
+def usable_updates(
+    replies: Iterable[Message],
+    shapes: Mapping[str, tuple[int, ...]],
+    states: tuple[str, ...],
+    health: RoundHealth,
+    check: Callable[[MetricRecord], str | None] | None = None,
+) -> list[Update]:
+    """The usable training updates sorted by state; failures and rejections counted in `health`.
+
+    `check` adds a strategy's own condition on a reply's metrics (e.g. a valid cluster id).
+    """
+    replies = list(replies)
+    updates = []
+    for message in replies:
+        if message.has_error():
+            print(f"client failed in training: {reply_failure(message)}", flush=True)
+            continue
+        try:
+            updates.append(read_update(message, shapes, states, check))
+        except UnusableUpdate as err:
+            health.rejected_updates += 1
+            print(err, flush=True)
+    health.failed_clients += len(states) - sum(not m.has_error() for m in replies)
+    return sorted(updates, key=lambda u: u.state_index)
+
+
+def read_update(
+    message: Message,
+    shapes: Mapping[str, tuple[int, ...]],
+    states: tuple[str, ...],
+    check: Callable[[MetricRecord], str | None] | None = None,
+) -> Update:
+    """One training reply as an Update, or UnusableUpdate naming the sender and the reason."""
+    try:
+        metrics = message.content["metrics"]
+        index = int(metrics["state-index"])
+        weight = float(metrics["num-examples"])
+        params = from_record(message.content["arrays"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"malformed reply ({err!r})") from err
+    if not 0 <= index < len(states):
+        raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"state-index {index} outside 0..{len(states) - 1}")
+    if not (math.isfinite(weight) and weight > 0):
+        raise UnusableUpdate(states[index], f"num-examples must be a positive number, got {weight}")
+    problem = update_problem(params, shapes) or (check(metrics) if check else None)
+    if problem:
+        raise UnusableUpdate(states[index], problem)
+    return Update(index, params, weight, metrics)
+
+
+def usable_evaluations(
+    replies: Iterable[Message],
+    read: Callable[[MetricRecord], dict[str, Evaluation]],
+    states: tuple[str, ...],
+    health: RoundHealth,
+) -> list[dict[str, Evaluation]]:
+    """Each usable evaluation reply read by `read` (model tag -> Evaluation), sorted by state."""
+    usable = []
+    for message in replies:
+        if message.has_error():
+            print(f"client failed in evaluation: {reply_failure(message)}", flush=True)
+            continue
+        try:
+            evaluations = read(message.content["metrics"])
+        except (KeyError, TypeError, ValueError) as err:
+            print(f"unreadable evaluation from node {message.metadata.src_node_id}: {err}", flush=True)
+            continue
+        if all(_plausible(e, len(states)) for e in evaluations.values()):
+            usable.append(evaluations)
+        else:
+            print(f"implausible evaluation from node {message.metadata.src_node_id}", flush=True)
+    health.failed_evaluations += len(states) - len(usable)
+    return sorted(usable, key=lambda tags: next(iter(tags.values())).state_index)
+
+
+def _plausible(evaluation: Evaluation, num_states: int) -> bool:
+    """A state index in range and non-negative counts."""
+    return 0 <= evaluation.state_index < num_states and all(
+        (c >= 0).all() for c in evaluation.counts.values()
+    )
