@@ -78,7 +78,11 @@ def _table_columns(path: Path) -> list[str]:
 
 
 def check_table(path: Path, task: Task) -> tuple[str, ...]:
-    """Check a prepared table's shape and return the sorted states it holds."""
+    """Check a prepared table's shape and values; return the sorted states it holds.
+
+    Checked once, before training, because a client that hits a bad value mid-run is only
+    counted as failed and the run would go on without it.
+    """
     if not path.is_file():
         raise DataError(f"data-path '{path}' does not exist or is not a file")
     if path.suffix not in TABLE_SUFFIXES:
@@ -91,11 +95,13 @@ def check_table(path: Path, task: Task) -> tuple[str, ...]:
                 f"data-path '{path}' lacks column(s) {', '.join(missing)} needed for task "
                 f"'{task.name}'; it needs STATE, {', '.join(task.columns)}, label"
             )
-        states = _read_table(path, ["STATE"])["STATE"].astype(str).unique()
+        frame = _read_table(path, ["STATE", *task.columns, "label"])
     except DataError:
         raise
     except Exception as err:  # pyarrow and pandas raise many types for unreadable files
         raise DataError(f"data-path '{path}' cannot be read as {path.suffix[1:]}: {err}") from err
+    _check_values(frame, path, task)
+    states = frame["STATE"].astype(str).unique()
     foreign = sorted(set(states) - set(FOLKTABLES_STATES))
     if foreign:
         raise DataError(
@@ -103,6 +109,33 @@ def check_table(path: Path, task: Task) -> tuple[str, ...]:
             f"valid: 2-letter codes {', '.join(FOLKTABLES_STATES)}"
         )
     return tuple(sorted(states))
+
+
+def _check_values(frame: pd.DataFrame, path: Path, task: Task) -> None:
+    """Some rows, numeric feature codes, 0/1 labels."""
+    if frame.empty:
+        raise DataError(f"data-path '{path}' has no rows")
+    for column in task.columns:
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise DataError(
+                f"data-path '{path}' column {column} has a blank or non-numeric value "
+                f"{_cell(frame[column], bad[0])}; task '{task.name}' needs numeric codes"
+            )
+    labels = frame["label"]
+    bad = np.flatnonzero(~labels.isin([0, 1]).to_numpy())
+    if len(bad):
+        # a CSV column holding one stray word is read as text, so show a value that is not a bool word
+        stray = [i for i in bad if str(labels.iloc[i]) not in ("True", "False")]
+        raise DataError(
+            f"data-path '{path}' column label must hold only 0/1 or False/True; "
+            f"found {_cell(labels, (stray or bad)[0])}"
+        )
+
+
+def _cell(column: pd.Series, position: int) -> str:
+    return f"'{column.iloc[position]}' (data row {position + 1})"
 
 
 def _folktables_cached(data_dir: Path, states: tuple[str, ...]) -> bool:

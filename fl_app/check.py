@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         raw = get_fused_config_from_dir(PROJECT_DIR, parse_config_args(args.run_config))
-        for key in ("data-path", "data-dir"):
+        for key in ("data-path", "data-dir", "resume"):
             if raw.get(key):
                 raw[key] = str(Path(str(raw[key])).expanduser().resolve())
         run, _ = build_run(raw, datetime.now(timezone.utc), Path.cwd())
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "data-path": raw.get("data-path", ""),
         "data-dir": raw.get("data-dir", ""),
         "results-dir": str(run.writer.directory),
+        "resume": raw.get("resume", ""),
     }
     overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in pinned.items())
     print(json.dumps({"num_clients": len(run.source.states), "results_dir": str(run.writer.directory), "overrides": overrides}))

@@ -11,14 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-import pandas as pd
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from analysis.results import ResultsWriter, git_commit, package_versions
-from clients.sources import DataError, Source, resolve_source
-from clients.tasks import TASKS, Task
+from clients.sources import Source, resolve_source
+from clients.tasks import TASKS
 from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
 from strategies.base import FairnessStrategy, RunContext, check_federation_size
 from strategies.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint
@@ -39,8 +37,6 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> tuple[Ru
     config = parse_config(raw)
     task = TASKS[config.task]
     source = resolve_source(config.data_source, config.data_path, config.data_dir, config.states, task)
-    if source.kind == "table":
-        check_table_values(Path(source.path), task)
     for key, listed in (("synthetic-reversed", config.synthetic_reversed), ("fail-states", config.fail_states)):
         stray = sorted(set(listed) - set(source.states))
         if stray:
@@ -56,39 +52,6 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> tuple[Ru
         checkpoint = None
     run = RunContext(config, source, writer, checkpoint)
     return run, STRATEGY_CLASSES[config.strategy](run)
-
-
-def check_table_values(path: Path, task: Task) -> None:
-    """The values `check_table` leaves to the clients: some rows, numeric feature codes, 0/1 labels.
-
-    Checked here once, before training, because a client that hits a bad value mid-run is
-    only counted as failed and the run would go on without it.
-    """
-    columns = [*task.columns, "label"]
-    frame = pd.read_parquet(path, columns=columns) if path.suffix == ".parquet" else pd.read_csv(path, usecols=columns)
-    if frame.empty:
-        raise DataError(f"data-path '{path}' has no rows")
-    for column in task.columns:
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise DataError(
-                f"data-path '{path}' column {column} has a blank or non-numeric value "
-                f"{_cell(frame[column], bad[0])}; task '{task.name}' needs numeric codes"
-            )
-    labels = frame["label"]
-    bad = np.flatnonzero(~labels.isin([0, 1]).to_numpy())
-    if len(bad):
-        # a CSV column holding one stray word is read as text, so show a value that is not a bool word
-        stray = [i for i in bad if str(labels.iloc[i]) not in ("True", "False")]
-        raise DataError(
-            f"data-path '{path}' column label must hold only 0/1 or False/True; "
-            f"found {_cell(labels, (stray or bad)[0])}"
-        )
-
-
-def _cell(column: pd.Series, position: int) -> str:
-    return f"'{column.iloc[position]}' (data row {position + 1})"
 
 
 def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base: Path) -> Checkpoint | None:
