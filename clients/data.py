@@ -1,9 +1,17 @@
-"""A state's encoded train/test data, built once per worker process and reused by every message."""
+"""A state's train/test data: kept compact once per worker process, encoded per message.
+
+Under `flwr run` every Ray actor ends up serving every state, so caching the encoded float32
+matrices cost each actor all of them (430 MB on the 46-state table; the run's peak went from
+2.6 to 1.9 GB without them). The cache therefore holds each feature as an index into the few
+distinct encodings of its values (10 bytes per record instead of 404), and a split is
+expanded back to exactly `encode`'s output when a message first uses it: 0.28 s of CPU per
+pass over all 46 states, about 3% of a round's client work (benchmarks/RESULTS.md).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -27,12 +35,50 @@ class Split:
 
 
 @dataclass(frozen=True)
-class StateData:
-    """One client's data: its state code and its train and test splits."""
+class CompactSplit:
+    """A split as stored in the cache: per feature, each record's row in that feature's table."""
+
+    rows: tuple[np.ndarray, ...]
+    y: np.ndarray
+    groups: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StateCodes:
+    """One state's data in compact form: per feature, its distinct encoded rows (`tables`)."""
 
     state: str
-    train: Split
-    test: Split
+    tables: tuple[np.ndarray, ...]
+    train: CompactSplit
+    test: CompactSplit
+
+    def expand(self, part: CompactSplit) -> Split:
+        """The split's float32 input matrix, equal to `encode` of its records."""
+        x = np.empty((len(part.y), sum(t.shape[1] for t in self.tables)), np.float32)
+        start = 0
+        for table, rows in zip(self.tables, part.rows):
+            x[:, start : start + table.shape[1]] = table[rows]
+            start += table.shape[1]
+        return Split(x, part.y, part.groups)
+
+
+class StateData:
+    """One client's data: its state code and its train and test splits, each encoded on first use."""
+
+    def __init__(self, codes: StateCodes) -> None:
+        self.codes = codes
+
+    @property
+    def state(self) -> str:
+        return self.codes.state
+
+    @cached_property
+    def train(self) -> Split:
+        return self.codes.expand(self.codes.train)
+
+    @cached_property
+    def test(self) -> Split:
+        return self.codes.expand(self.codes.test)
 
 
 def split_indices(n: int, seed: int, state: str) -> tuple[np.ndarray, np.ndarray]:
@@ -42,29 +88,64 @@ def split_indices(n: int, seed: int, state: str) -> tuple[np.ndarray, np.ndarray
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def _split(task: Task, frame: pd.DataFrame, rows: np.ndarray) -> Split:
-    part = frame.iloc[rows]
-    return Split(
-        x=encode(task, part),
+def _compact(task: Task, frame: pd.DataFrame) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Per feature: the distinct encoded rows, and each record's row among them.
+
+    `encode` itself encodes a frame of each column's distinct values (padded to one length),
+    so the expansion reproduces it exactly whatever the feature types do."""
+    distinct, inverse = {}, {}
+    for column in task.columns:
+        inverse[column], uniques = pd.factorize(frame[column], use_na_sentinel=False)
+        distinct[column] = np.asarray(uniques)
+    longest = max(len(values) for values in distinct.values())
+    encoded = encode(task, pd.DataFrame({c: np.resize(v, longest) for c, v in distinct.items()}))
+    tables, rows, start = [], [], 0
+    for feature in task.features:
+        block = encoded[: len(distinct[feature.column]), start : start + feature.width]
+        table, row = np.unique(block, axis=0, return_inverse=True)
+        tables.append(np.ascontiguousarray(table, dtype=np.float32))
+        rows.append(row.reshape(-1)[inverse[feature.column]].astype(np.min_scalar_type(len(table) - 1)))
+        start += feature.width
+    return tuple(tables), tuple(rows)
+
+
+def _compact_split(frame: pd.DataFrame, rows: tuple[np.ndarray, ...], select: np.ndarray) -> CompactSplit:
+    part = frame.iloc[select]
+    return CompactSplit(
+        rows=tuple(r[select] for r in rows),
         y=part["label"].to_numpy(dtype=np.float32),
         groups=protected_groups(part),
     )
 
 
-def build_state_data(task: Task, frame: pd.DataFrame, seed: int) -> StateData:
-    """Split and encode one state's records (pure: the cache below only wraps it)."""
+def build_state_codes(task: Task, frame: pd.DataFrame, seed: int) -> StateCodes:
+    """Split one state's records and keep them compact (pure: the cache below only wraps it)."""
     state = str(frame["STATE"].iloc[0])
     train_rows, test_rows = split_indices(len(frame), seed, state)
-    return StateData(state, _split(task, frame, train_rows), _split(task, frame, test_rows))
+    tables, rows = _compact(task, frame)
+    return StateCodes(state, tables, _compact_split(frame, rows, train_rows), _compact_split(frame, rows, test_rows))
+
+
+def build_state_data(task: Task, frame: pd.DataFrame, seed: int) -> StateData:
+    """Split and encode one state's records."""
+    return StateData(build_state_codes(task, frame, seed))
 
 
 @lru_cache(maxsize=None)
-def state_data(
+def state_codes(
     source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
-) -> StateData:
-    """The cached per-process entry point used by the ClientApp."""
+) -> StateCodes:
+    """A state's compact data, read and built once per process."""
     task = TASKS[task_name]
     frame = state_records(source, task, state, seed, synthetic_rows, reversed_states)
     if frame.empty:
         raise ValueError(f"state {state} has no records in source {source.kind} {source.path}")
-    return build_state_data(task, frame, seed)
+    return build_state_codes(task, frame, seed)
+
+
+def state_data(
+    source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
+) -> StateData:
+    """The ClientApp's entry point: a fresh view on the cached codes, so what a message
+    encodes is freed when the message is done."""
+    return StateData(state_codes(source, task_name, state, seed, synthetic_rows, reversed_states))

@@ -3,7 +3,7 @@
 import numpy as np
 
 from clients.data import build_state_data, split_indices
-from clients.tasks import INCOME
+from clients.tasks import INCOME, encode
 
 
 def test_split_is_eighty_twenty_and_a_partition():
@@ -32,3 +32,11 @@ def test_state_data_has_encoded_splits_with_labels_and_groups(make_income_frame)
     _, test_rows = split_indices(250, 0, "AL")
     assert data.test.y.tolist() == frame["label"].to_numpy()[test_rows].astype(np.float32).tolist()
     assert data.test.groups["sex"].tolist() == (frame["SEX"].to_numpy()[test_rows] == 2).astype(int).tolist()
+
+
+def test_cached_compact_splits_expand_to_exactly_the_encoding(make_income_frame):
+    frame = make_income_frame("AL", 300, seed=4)
+    data = build_state_data(INCOME, frame, seed=2)
+    train_rows, test_rows = split_indices(300, 2, "AL")
+    assert np.array_equal(data.train.x, encode(INCOME, frame.iloc[train_rows]))
+    assert np.array_equal(data.test.x, encode(INCOME, frame.iloc[test_rows]))
