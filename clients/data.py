@@ -16,6 +16,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import pandas as pd
 
+from clients.shards import ClientId, shard_positions
 from clients.sources import Source, fips, state_records
 from clients.tasks import TASKS, Task, encode, protected_groups
 
@@ -42,12 +43,21 @@ class CompactSplit:
     y: np.ndarray
     groups: dict[str, np.ndarray]
 
+    def take(self, positions: np.ndarray) -> CompactSplit:
+        """The records at `positions` (a shard's), still compact."""
+        return CompactSplit(
+            tuple(r[positions] for r in self.rows), self.y[positions], {a: g[positions] for a, g in self.groups.items()}
+        )
+
 
 @dataclass(frozen=True)
 class StateCodes:
-    """One state's data in compact form: per feature, its distinct encoded rows (`tables`)."""
+    """One state's data in compact form: per feature, its distinct encoded rows (`tables`).
+
+    `seed` is the one its split was drawn with; shards are drawn from it too."""
 
     state: str
+    seed: int
     tables: tuple[np.ndarray, ...]
     train: CompactSplit
     test: CompactSplit
@@ -63,10 +73,13 @@ class StateCodes:
 
 
 class StateData:
-    """One client's data: its state code and its train and test splits, each encoded on first use."""
+    """One client's data: its state's splits, or its shard of each, encoded on first use.
 
-    def __init__(self, codes: StateCodes) -> None:
+    Only the client's own records are expanded; the state's compact codes stay shared."""
+
+    def __init__(self, codes: StateCodes, client: ClientId | None = None) -> None:
         self.codes = codes
+        self.client = client or ClientId(codes.state)
 
     @property
     def state(self) -> str:
@@ -74,11 +87,24 @@ class StateData:
 
     @cached_property
     def train(self) -> Split:
-        return self.codes.expand(self.codes.train)
+        return self.codes.expand(self._part("train"))
 
     @cached_property
     def test(self) -> Split:
-        return self.codes.expand(self.codes.test)
+        return self.codes.expand(self._part("test"))
+
+    def _part(self, split: str) -> CompactSplit:
+        whole = getattr(self.codes, split)
+        c = self.client
+        if c.shards == 1:
+            return whole
+        positions = shard_positions(len(whole.y), self.codes.seed, c.state, split, c.shard, c.shards)
+        if not len(positions):
+            raise ValueError(
+                f"client {c.label} has no {split} records: state {c.state}'s {split} split has only "
+                f"{len(whole.y)}, fewer than clients-per-state {c.shards}"
+            )
+        return whole.take(positions)
 
 
 def split_indices(n: int, seed: int, state: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +149,7 @@ def build_state_codes(task: Task, frame: pd.DataFrame, seed: int) -> StateCodes:
     state = str(frame["STATE"].iloc[0])
     train_rows, test_rows = split_indices(len(frame), seed, state)
     tables, rows = _compact(task, frame)
-    return StateCodes(state, tables, _compact_split(frame, rows, train_rows), _compact_split(frame, rows, test_rows))
+    return StateCodes(state, seed, tables, _compact_split(frame, rows, train_rows), _compact_split(frame, rows, test_rows))
 
 
 def build_state_data(task: Task, frame: pd.DataFrame, seed: int) -> StateData:
@@ -144,8 +170,9 @@ def state_codes(
 
 
 def state_data(
-    source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
+    source: Source, task_name: str, client: ClientId, seed: int, synthetic_rows: int,
+    reversed_states: tuple[str, ...] = (),
 ) -> StateData:
-    """The ClientApp's entry point: a fresh view on the cached codes, so what a message
-    encodes is freed when the message is done."""
-    return StateData(state_codes(source, task_name, state, seed, synthetic_rows, reversed_states))
+    """The ClientApp's entry point: a fresh view on the cached codes of the client's state,
+    so what a message encodes is freed when the message is done."""
+    return StateData(state_codes(source, task_name, client.state, seed, synthetic_rows, reversed_states), client)

@@ -7,7 +7,7 @@ import numpy as np
 
 from analysis.fairness import confusion_counts, population_metrics
 from clients.data import Split
-from clients.sources import fips
+from clients.shards import ClientId
 from clients.training import mean_loss, predict_proba, train_sgd
 from strategies.messages import Evaluation
 
@@ -21,9 +21,10 @@ class InjectedFault(RuntimeError):
     """A failure the run config asked this client to raise."""
 
 
-def local_rng(seed: int, state: str, server_round: int, purpose: int = 0) -> np.random.Generator:
-    """Randomness for one client in one round: independent of which worker runs it."""
-    return np.random.default_rng([seed, fips(state), server_round, purpose])
+def local_rng(seed: int, client: ClientId, server_round: int, purpose: int = 0) -> np.random.Generator:
+    """Randomness for one client in one round: from (seed, state, shard, round), so independent
+    of which worker runs it; a whole-state client draws exactly what it drew before shards."""
+    return np.random.default_rng([seed, *client.entropy, server_round, purpose])
 
 
 def train_local(
@@ -58,9 +59,14 @@ def score_models(
     return np.asarray(losses), np.asarray(gaps)
 
 
-def fault_strikes(seed: int, state: str, server_round: int, fail_states: tuple[str, ...], fail_prob: float) -> bool:
-    """Whether the client of `state` injects its fault in this round: listed, or drawn from (seed, state, round)."""
-    return state in fail_states or (fail_prob > 0 and local_rng(seed, state, server_round, FAULT).random() < fail_prob)
+def fault_strikes(
+    seed: int, client: ClientId, server_round: int, fail_states: tuple[str, ...], fail_prob: float
+) -> bool:
+    """Whether `client` injects its fault in this round: its state is listed (so all its shards
+    fail), or drawn from (seed, state, shard, round)."""
+    return client.state in fail_states or (
+        fail_prob > 0 and local_rng(seed, client, server_round, FAULT).random() < fail_prob
+    )
 
 
 def corrupt_update(params: Params, mode: str) -> Params:

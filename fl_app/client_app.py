@@ -1,4 +1,5 @@
-"""ClientApp: a state's client. Reads its data once per process, trains and evaluates on request.
+"""ClientApp: a state's client, or one shard of a state's (`clients-per-state`, clients/shards.py).
+Reads its state's data once per process, trains and evaluates on request.
 
 With `fail-states`/`fail-prob` set, the chosen clients inject `fail-mode` in the chosen rounds
 (raise in training or evaluation, or return a corrupt update), deterministically by seed.
@@ -18,6 +19,7 @@ from clients.local import (
     score_models, train_local,
 )
 from clients.personalization import adapt, meta_train
+from clients.shards import client_ids
 from clients.sources import Source
 from fl_app.config import RunConfig, parse_config
 from strategies.ifca import choose_cluster, cluster_prefix
@@ -27,16 +29,25 @@ from strategies.perfedavg import GLOBAL_PREFIX
 app = ClientApp()
 
 
-def state_index(node_config: dict, states: tuple[str, ...]) -> int:
-    """This node's state: `state` from --node-config, else its simulation partition-id."""
+def client_index(node_config: dict, states: tuple[str, ...], shards: int) -> int:
+    """This node's client (state-major, shards adjacent): `state` and `shard` from --node-config,
+    else its simulation partition-id."""
     if "state" in node_config:
         state = str(node_config["state"]).upper()
         if state not in states:
             raise ValueError(f"node-config state '{state}' is not among the run's states {','.join(states)}")
-        return states.index(state)
+        if "shard" not in node_config and shards > 1:
+            raise ValueError(f"node-config gives state '{state}' but no shard; clients-per-state is {shards}")
+        shard = int(node_config.get("shard", 0))
+        if not 0 <= shard < shards:
+            raise ValueError(f"node-config shard {shard} outside 0..{shards - 1} (clients-per-state {shards})")
+        return states.index(state) * shards + shard
     index = int(node_config["partition-id"])
-    if index >= len(states):
-        raise ValueError(f"partition-id {index} but the run has only {len(states)} states")
+    if index >= len(states) * shards:
+        raise ValueError(
+            f"partition-id {index} but the run has only {len(states) * shards} clients "
+            f"({len(states)} states x {shards} clients-per-state)"
+        )
     return index
 
 
@@ -51,22 +62,22 @@ class Job:
     fault: str | None
 
     def rng(self, purpose: int) -> np.random.Generator:
-        return local_rng(self.config.seed, self.data.state, self.server_round, purpose)
+        return local_rng(self.config.seed, self.data.client, self.server_round, purpose)
 
     def raise_if(self, mode: str) -> None:
         if self.fault == mode:
-            raise InjectedFault(f"injected {mode} in {self.data.state}, round {self.server_round}")
+            raise InjectedFault(f"injected {mode} in {self.data.client.label}, round {self.server_round}")
 
 
 def _job(msg: Message, context: Context) -> Job:
     config = parse_config(context.run_config)
     sent = msg.content["config"]
     source = Source(str(sent["source-kind"]), str(sent["source-path"]), tuple(str(sent["states"]).split(",")))
-    index = state_index(context.node_config, source.states)
-    state = source.states[index]
-    data = state_data(source, config.task, state, config.seed, config.synthetic_rows, config.synthetic_reversed)
+    index = client_index(context.node_config, source.states, config.clients_per_state)
+    client = client_ids(source.states, config.clients_per_state)[index]
+    data = state_data(source, config.task, client, config.seed, config.synthetic_rows, config.synthetic_reversed)
     server_round = int(sent["server-round"])
-    strikes = fault_strikes(config.seed, state, server_round, config.fail_states, config.fail_prob)
+    strikes = fault_strikes(config.seed, client, server_round, config.fail_states, config.fail_prob)
     return Job(config, data, index, server_round, config.fail_mode if strikes else None)
 
 
@@ -136,7 +147,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.evaluate("ifca")
 def evaluate_ifca(msg: Message, context: Context) -> Message:
-    """Evaluate the model of the cluster the server lists for this client's state."""
+    """Evaluate the model of the cluster the server lists for this client."""
     job = _job(msg, context)
     job.raise_if("evaluate-error")
     cluster = int(msg.content["config"]["clusters"][job.index])

@@ -38,6 +38,7 @@ class RunConfig:
     data_path: str = ""
     data_dir: str = ""
     states: tuple[str, ...] = ()
+    clients_per_state: int = 1
     num_server_rounds: int = 20
     local_epochs: int = 10
     lr: float = 0.001
@@ -133,6 +134,7 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     _choice("fair-metric", config.fair_metric, FAIR_METRICS)
     _choice("maml-variant", config.maml_variant, MAML_VARIANTS)
     _choice("fail-mode", config.fail_mode, FAIL_MODES)
+    _at_least("clients-per-state", config.clients_per_state, 1)
     _at_least("num-server-rounds", config.num_server_rounds, 1)
     _at_least("local-epochs", config.local_epochs, 1)
     _at_least("batch-size", config.batch_size, 1)
@@ -176,7 +178,10 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
 
 
 def resume_conflicts(checkpointed: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
-    """Keys whose value differs from the checkpointed run's, except those a resume may change."""
+    """Keys whose value differs from the checkpointed run's, except those a resume may change.
+
+    A key the checkpointed run's config lacks (it predates the key) had its default value."""
+    checkpointed = {**RunConfig().to_dict(), **checkpointed}
     keys = (set(checkpointed) | set(requested)) - set(RESUME_MAY_CHANGE)
     return sorted(k for k in keys if checkpointed.get(k) != requested.get(k))
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config
+from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -38,6 +38,7 @@ def test_states_are_parsed_into_upper_case_codes():
         ({"fair-attribute": "age"}, "unknown fair-attribute 'age'; valid choices: sex, race"),
         ({"lr": -0.1}, "config key 'lr' must be > 0, got -0.1"),
         ({"num-server-rounds": 0}, "config key 'num-server-rounds' must be >= 1, got 0"),
+        ({"clients-per-state": 0}, "config key 'clients-per-state' must be >= 1, got 0"),
         ({"batch-size": "32"}, "config key 'batch-size' must be an integer, got '32'"),
         ({"data-source": "table"}, "data-source 'table' needs config key 'data-path'"),
         ({"states": "CA,CA"}, "config key 'states' lists a state twice: CA,CA"),
@@ -57,3 +58,8 @@ def test_unknown_keys_are_listed_with_the_valid_ones():
 def test_default_results_dir_names_time_strategy_and_task(tmp_path):
     path = absolute_results_dir(parse_config({"strategy": "fedavg"}), "20261126-080000", tmp_path)
     assert path == tmp_path / "results" / "20261126-080000-fedavg-income"
+
+
+def test_a_run_from_before_a_key_existed_resumes_with_its_default():
+    before = {k: v for k, v in RunConfig().to_dict().items() if k != "clients-per-state"}
+    assert resume_conflicts(before, RunConfig().to_dict()) == []

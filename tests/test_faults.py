@@ -7,6 +7,7 @@ from flwr.app import MetricRecord
 
 from clients.local import UPDATE_FAULTS, corrupt_update, fault_strikes
 from clients.model import init_params
+from clients.shards import ClientId
 from clients.sources import FOLKTABLES_STATES
 from conftest import run_in_process
 from strategies.ifca import cluster_reply_problem
@@ -34,22 +35,22 @@ def state_rows(metrics: pd.DataFrame, states: list[str]) -> pd.DataFrame:
 # --- which clients fail: deterministic by (seed, state, round) ---------------------------------
 
 def test_fault_draws_repeat_for_the_same_seed_state_and_round():
-    draws = [[fault_strikes(3, s, r, (), 0.5) for s in FOLKTABLES_STATES for r in range(1, 6)] for _ in range(2)]
+    draws = [[fault_strikes(3, ClientId(s), r, (), 0.5) for s in FOLKTABLES_STATES for r in range(1, 6)] for _ in range(2)]
     assert draws[0] == draws[1]
 
 
 def test_fault_draws_change_with_the_seed():
-    draws = {seed: [fault_strikes(seed, s, 1, (), 0.5) for s in FOLKTABLES_STATES] for seed in (0, 1)}
+    draws = {seed: [fault_strikes(seed, ClientId(s), 1, (), 0.5) for s in FOLKTABLES_STATES] for seed in (0, 1)}
     assert draws[0] != draws[1]
 
 
 def test_fail_prob_is_the_share_of_failing_client_rounds():
-    strikes = [fault_strikes(0, s, r, (), 0.3) for s in FOLKTABLES_STATES for r in range(1, 41)]
+    strikes = [fault_strikes(0, ClientId(s), r, (), 0.3) for s in FOLKTABLES_STATES for r in range(1, 41)]
     assert np.mean(strikes) == pytest.approx(0.3, abs=0.03)
 
 
 def test_listed_states_fail_every_round_and_others_never_at_zero_prob():
-    assert [fault_strikes(0, s, r, ("CA",), 0.0) for s in ("CA", "AL") for r in (1, 2)] == [True, True, False, False]
+    assert [fault_strikes(0, ClientId(s), r, ("CA",), 0.0) for s in ("CA", "AL") for r in (1, 2)] == [True, True, False, False]
 
 
 # --- what the server rejects --------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_a_round_nobody_evaluates_still_completes(federation, tmp_path):
 def test_failure_counts_follow_the_seeded_draws(federation, tmp_path):
     settings = {**SETTINGS, "num-server-rounds": 4, "fail-prob": 0.5, "seed": 1}
     metrics = read_metrics(federation(settings, tmp_path / "r"))
-    expected = [float(sum(fault_strikes(1, s, r, (), 0.5) for s in STATES)) for r in range(1, 5)]
+    expected = [float(sum(fault_strikes(1, ClientId(s), r, (), 0.5) for s in STATES)) for r in range(1, 5)]
     assert health(metrics, "failed_clients") == expected and 0 < sum(expected) < 12
 
 
@@ -157,7 +158,7 @@ def test_a_failed_ifca_client_keeps_its_previous_cluster(federation, tmp_path):
     last_joined, checked = {}, 0
     for r in range(2, 5):
         for state in IFCA["states"].split(","):
-            failed = fault_strikes(2, state, r, (), 0.4)
+            failed = fault_strikes(2, ClientId(state), r, (), 0.4)
             joined = clusters[(clusters["round"] == r) & (clusters["state"] == state)]["cluster"].tolist()
             assert len(joined) == (0 if failed else 1)
             if joined:
