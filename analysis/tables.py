@@ -16,15 +16,16 @@ COUNT_FIELDS = ("tp", "fp", "tn", "fn")
 def evaluation_tables(
     server_round: int,
     evaluations: Sequence[Evaluation],
-    states: Sequence[str],
+    clients: Sequence[str],
     clusters: Mapping[int, int] | None = None,
     model: str = "deployed",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(counts rows, per-client rows) for one round; `clusters` maps state index to cluster id."""
+    """(counts rows, per-client rows) for one round; `clients` are the client labels (the `state`
+    column) and `clusters` maps client index to cluster id."""
     clusters = clusters or {}
     count_rows, client_rows = [], []
     for ev in sorted(evaluations, key=lambda e: e.state_index):
-        state = states[ev.state_index]
+        state = clients[ev.state_index]
         cluster = clusters.get(ev.state_index, pd.NA)
         client_rows.append(
             {"round": server_round, "state": state, "cluster": cluster, "n": ev.n, "loss": ev.loss, "model": model}

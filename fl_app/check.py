@@ -2,8 +2,8 @@
 
 Fuses pyproject defaults with the overrides exactly as Flower does, runs every check the
 ServerApp would run, and prints (as one JSON line) what run.sh needs: the number of
-SuperNodes and overrides that pin paths to absolute ones and the data source to the
-resolved one. Exit 2 with one message on bad config or data.
+SuperNodes (states x clients-per-state) and overrides that pin paths to absolute ones and
+the data source to the resolved one. Exit 2 with one message on bad config or data.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         "resume": raw.get("resume", ""),
     }
     overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in pinned.items())
-    print(json.dumps({"num_clients": len(run.source.states), "results_dir": str(run.writer.directory), "overrides": overrides}))
+    num_clients = len(run.source.states) * run.config.clients_per_state
+    print(json.dumps({"num_clients": num_clients, "results_dir": str(run.writer.directory), "overrides": overrides}))
     return 0
 
 

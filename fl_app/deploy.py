@@ -2,7 +2,8 @@
 
 `python -m fl_app.deploy [--run-config '<k>=<v> ...' ...] [--insecure] [--log-dir DIR]`
 
-One `flower-superlink` (deployment mode) and one `flower-supernode` per state, each a separate
+One `flower-superlink` (deployment mode) and one `flower-supernode` per client (a state, or one
+of its `clients-per-state` shards, given as --node-config state and shard), each a separate
 process on 127.0.0.1 with its own FLWR_HOME under one temp dir; then `flwr run` against that
 SuperLink, the ServerApp log streamed, the run's final status checked. Everything started here
 (and every process those start) is stopped by pid at the end, also on Ctrl-C or failure.
@@ -34,6 +35,7 @@ from pathlib import Path
 import httpx
 from flwr.common.config import get_fused_config_from_dir, parse_config_args
 
+from clients.shards import client_ids
 from clients.sources import resolve_source
 from clients.tasks import TASKS
 from fl_app.config import parse_config
@@ -63,7 +65,7 @@ def free_port() -> int:
 
 
 def plan(run_configs: list[str]) -> dict | None:
-    """`python -m fl_app.check` exactly as run.sh runs it, plus the states' codes (one SuperNode each).
+    """`python -m fl_app.check` exactly as run.sh runs it, plus the clients (one SuperNode each).
 
     None when the check failed (it has printed its one message). The codes come from resolving
     the pinned config the way the ServerApp will; the check itself reports only their number.
@@ -75,8 +77,9 @@ def plan(run_configs: list[str]) -> dict | None:
     the_plan = json.loads(out.stdout)
     config = parse_config(get_fused_config_from_dir(REPO, parse_config_args([*run_configs, the_plan["overrides"]])))
     source = resolve_source(config.data_source, config.data_path, config.data_dir, config.states, TASKS[config.task])
-    the_plan["states"] = list(source.states)
-    assert len(source.states) == the_plan["num_clients"], (source.states, the_plan)
+    clients = client_ids(source.states, config.clients_per_state)
+    the_plan["clients"] = [{"state": c.state, "shard": c.shard, "label": c.label} for c in clients]
+    assert len(clients) == the_plan["num_clients"], (clients, the_plan)
     return the_plan
 
 
@@ -283,17 +286,18 @@ def run_federation(run_configs: list[str], the_plan: dict, insecure: bool, tmp: 
     services.append(superlink)
     wait_until("SuperLink API answering", lambda: superlink_healthy(link_port, ca), services)
 
-    for state in the_plan["states"]:
-        port = free_port()
-        services.append(start(f"SuperNode {state}", [
+    for client in the_plan["clients"]:
+        port, label = free_port(), client["label"]
+        services.append(start(f"SuperNode {label}", [
             "flower-supernode", *node_tls, "--superlink", f"127.0.0.1:{link_port}",
-            "--node-config", f'state="{state}"', "--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(port),
-        ], port, env, tmp / f"supernode-{state}", logs / f"supernode-{state}.log"))
+            "--node-config", f'state="{client["state"]}" shard={client["shard"]}', "--isolation", "subprocess",
+            "--host", "127.0.0.1", "--port", str(port),
+        ], port, env, tmp / f"supernode-{label}", logs / f"supernode-{label}.log"))
 
     cli_home = tmp / "cli"
     write_cli_config(cli_home, link_port, ca)
     env["FLWR_HOME"] = str(cli_home)
-    n = len(the_plan["states"])
+    n = len(the_plan["clients"])
     wait_until(f"{n} SuperNodes online", lambda: online_supernodes(env) == n, services)
 
     overrides = [a for rc in [*run_configs, the_plan["overrides"]] for a in ("--run-config", rc)]
@@ -304,7 +308,7 @@ def run_federation(run_configs: list[str], the_plan: dict, insecure: bool, tmp: 
     except (json.JSONDecodeError, KeyError):
         print(f"flwr run did not start:\n{out.stdout}{out.stderr}", file=sys.stderr)
         return False
-    print(f"run {run_id} started on {n} SuperNodes ({','.join(the_plan['states'])})", file=sys.stderr, flush=True)
+    print(f"run {run_id} started on {n} SuperNodes ({','.join(c['label'] for c in the_plan['clients'])})", file=sys.stderr, flush=True)
     subprocess.run(["flwr", "log", run_id, CONNECTION, "--stream"], cwd=REPO, env=env)
     os.environ.update(FLWR_HOME=env["FLWR_HOME"], PATH=env["PATH"])  # run_status calls `flwr ls` itself
     status = run_status(run_id, timeout_s=RUN_TIMEOUT_S)
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fairfl-deploy-"))
     logs = args.log_dir.resolve() if args.log_dir else tmp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"deployment: {len(the_plan['states'])} SuperNodes, {'no TLS' if args.insecure else 'TLS (throwaway CA)'}, "
+    print(f"deployment: {len(the_plan['clients'])} SuperNodes, {'no TLS' if args.insecure else 'TLS (throwaway CA)'}, "
           f"temp dir {tmp}, results in {the_plan['results_dir']}", file=sys.stderr, flush=True)
     services: list[Service] = []
     ok = False

@@ -99,7 +99,7 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> Path:
     """The ServerApp's whole job: validate, run (or continue) the strategy's rounds, summarise."""
     started = datetime.now(timezone.utc)
     run, strategy = build_run(raw, started, base)
-    check_federation_size(sorted(grid.get_node_ids()), run.source.states)
+    check_federation_size(sorted(grid.get_node_ids()), run.source.states, run.config.clients_per_state)
     if run.config.resume:
         arrays, first_round = continue_run(run, strategy, started)
     else:
@@ -136,7 +136,7 @@ def run_record(run: RunContext, started: datetime) -> dict[str, Any]:
             "path": run.source.path,
             "note": run.source.note,
             "states": list(run.source.states),
-            "num_clients": len(run.source.states),
+            "num_clients": len(run.source.states) * run.config.clients_per_state,
             "input_width": task.width,
             "hidden": task.hidden,
         },

@@ -24,6 +24,7 @@ from analysis.results import ResultsWriter
 from analysis.tables import evaluation_tables, health_rows
 from clients.sources import Source
 from clients.model import init_params
+from clients.shards import client_labels
 from clients.tasks import ATTRIBUTES, TASKS
 from fl_app.config import RunConfig
 from strategies.checkpoint import Checkpoint, save_checkpoint
@@ -47,14 +48,16 @@ class RunContext:
 
 
 class FederationSizeError(ValueError):
-    """The number of SuperNodes does not match the number of states (clients)."""
+    """The number of SuperNodes does not match the number of clients (states x clients-per-state)."""
 
 
-def check_federation_size(node_ids: list[int], states: tuple[str, ...]) -> None:
-    if len(node_ids) != len(states):
+def check_federation_size(node_ids: list[int], states: tuple[str, ...], shards: int = 1) -> None:
+    clients = len(states) * shards
+    if len(node_ids) != clients:
+        per_state = "" if shards == 1 else f" x {shards} clients-per-state = {clients} clients"
         raise FederationSizeError(
             f"the federation has {len(node_ids)} SuperNodes but the data has {len(states)} states "
-            f"({','.join(states)}); run with --federation-config \"num-supernodes={len(states)}\" "
+            f"({','.join(states)}){per_state}; run with --federation-config \"num-supernodes={clients}\" "
             "or choose states with the 'states' config key"
         )
 
@@ -67,7 +70,7 @@ class FairnessStrategy(Strategy):
     def __init__(self, run: RunContext) -> None:
         self.run = run
         self.config = run.config
-        self.states = run.source.states
+        self.clients = client_labels(run.source.states, self.config.clients_per_state)
         self.round_started = time.perf_counter()
         self.summary_row: dict[str, float] = {}
         self.rounds_done = 0
@@ -111,14 +114,14 @@ class FairnessStrategy(Strategy):
     def usable_updates(
         self, replies: Iterable[Message], check: Callable[[MetricRecord], str | None] | None = None
     ) -> list[Update]:
-        """This round's usable training updates, sorted by state; the rest counted."""
-        updates = usable_updates(replies, self.shapes, self.states, self.health, check)
+        """This round's usable training updates, sorted by client; the rest counted."""
+        updates = usable_updates(replies, self.shapes, self.clients, self.health, check)
         self.health.model_kept = not updates
         return updates
 
     def summary(self) -> None:
         print(
-            f"[{self.config.strategy}] {len(self.states)} clients, {self.config.num_server_rounds} rounds, "
+            f"[{self.config.strategy}] {len(self.clients)} clients, {self.config.num_server_rounds} rounds, "
             f"task {self.config.task}, data {self.run.source.kind}",
             flush=True,
         )
@@ -130,13 +133,13 @@ class FairnessStrategy(Strategy):
                 "server-round": server_round,
                 "source-kind": self.run.source.kind,
                 "source-path": self.run.source.path,
-                "states": ",".join(self.states),
+                "states": ",".join(self.run.source.states),
             }
         )
 
     def node_ids(self, grid: Grid) -> list[int]:
         nodes = sorted(grid.get_node_ids())
-        check_federation_size(nodes, self.states)
+        check_federation_size(nodes, self.run.source.states, self.config.clients_per_state)
         return nodes
 
     def send(
@@ -152,8 +155,8 @@ class FairnessStrategy(Strategy):
             for node, arrays in payloads.items()
         ]
 
-    def cluster_of_states(self) -> dict[int, int]:
-        """State index -> cluster id, for clustered strategies."""
+    def cluster_of_clients(self) -> dict[int, int]:
+        """Client index -> cluster id, for clustered strategies."""
         return {}
 
     def configure_evaluate(
@@ -167,12 +170,12 @@ class FairnessStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Stage the round's counts and metrics from the usable evaluations (none: failure counts only)."""
-        usable = usable_evaluations(replies, self.read_evaluation, self.states, self.health)
+        usable = usable_evaluations(replies, self.read_evaluation, self.clients, self.health)
         self.summary_row = {}
         if not usable:
             return None
         tables = [
-            evaluation_tables(server_round, [tags[model] for tags in usable], self.states, self.cluster_of_states(), model)
+            evaluation_tables(server_round, [tags[model] for tags in usable], self.clients, self.cluster_of_clients(), model)
             for model in usable[0]
         ]
         counts = pd.concat([t[0] for t in tables], ignore_index=True)
@@ -219,7 +222,7 @@ class FairnessStrategy(Strategy):
             "strategy": self.config.strategy,
             "task": self.config.task,
             "rounds": self.rounds_done,
-            "num_clients": len(self.states),
+            "num_clients": len(self.clients),
             "data_source": self.run.source.kind,
             **self.summary_row,
         }

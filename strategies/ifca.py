@@ -9,7 +9,7 @@ for bit.
 What goes over the wire: for training every client receives all k models, because IFCA's
 cluster choice is made by the client on its own data and needs every candidate; shipping
 only "its" cluster would freeze the first assignment. For evaluation a client deploys the
-model of the cluster it last joined: it receives all k models and every state's cluster and
+model of the cluster it last joined: it receives all k models and every client's cluster and
 picks its own, so the server needs no node-to-state mapping (node ids change when a run is
 resumed, and a client that failed this round's training keeps its previous cluster). One income model is about 13 kB, so k
 models per client per round cost little next to local training.
@@ -114,7 +114,7 @@ class IFCAStrategy(FairnessStrategy):
         super().__init__(run)
         task = TASKS[self.config.task]
         self.models = initial_cluster_models(task.width, task.hidden, self.config.seed, self.config.k)
-        self.state_cluster: dict[int, int] = {}
+        self.client_cluster: dict[int, int] = {}
 
     def initial_arrays(self) -> ArrayRecord:
         return models_record(self.models)
@@ -143,14 +143,14 @@ class IFCAStrategy(FairnessStrategy):
         updates = self.usable_updates(replies, lambda metrics: cluster_reply_problem(metrics, self.config.k))
         assignments = [int(u.metrics["cluster"]) for u in updates]
         self.models = aggregate_clusters(self.models, [u.params for u in updates], [u.weight for u in updates], assignments)
-        self.state_cluster.update({u.state_index: c for u, c in zip(updates, assignments)})
+        self.client_cluster.update({u.state_index: c for u, c in zip(updates, assignments)})
         self.stage_clusters(server_round, updates)
         return models_record(self.models), None
 
     def stage_clusters(self, server_round: int, updates: list[Update]) -> None:
         rows = []
         for u in updates:
-            row = {"round": server_round, "state": self.states[u.state_index], "cluster": int(u.metrics["cluster"])}
+            row = {"round": server_round, "state": self.clients[u.state_index], "cluster": int(u.metrics["cluster"])}
             row.update({f"loss_{j}": float(v) for j, v in enumerate(u.metrics["losses"])})
             rows.append(row)
         self.staged["clusters.csv"] = pd.DataFrame(rows, columns=["round", "state", "cluster"]
@@ -159,21 +159,21 @@ class IFCAStrategy(FairnessStrategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Every client gets the k models and each state's cluster (0 until it joins one) and deploys its own."""
-        clusters = [self.state_cluster.get(i, 0) for i in range(len(self.states))]
+        """Every client gets the k models and each client's cluster (0 until it joins one) and deploys its own."""
+        clusters = [self.client_cluster.get(i, 0) for i in range(len(self.clients))]
         record = models_record(self.models)
         return self.send(grid, server_round, self.evaluate_type, {n: record for n in self.node_ids(grid)},
                          {"clusters": clusters})
 
-    def cluster_of_states(self) -> dict[int, int]:
-        return dict(self.state_cluster)
+    def cluster_of_clients(self) -> dict[int, int]:
+        return dict(self.client_cluster)
 
     def checkpoint_state(self) -> dict[str, Any]:
-        clusters = {self.states[i]: c for i, c in sorted(self.state_cluster.items())}
+        clusters = {self.clients[i]: c for i, c in sorted(self.client_cluster.items())}
         return {**super().checkpoint_state(), "clusters": clusters}
 
     def resume(self, checkpoint: Checkpoint) -> ArrayRecord:
         arrays = super().resume(checkpoint)
         self.models = [from_record(arrays, cluster_prefix(j)) for j in range(self.config.k)]
-        self.state_cluster = {self.states.index(s): int(c) for s, c in checkpoint.strategy_state["clusters"].items()}
+        self.client_cluster = {self.clients.index(label): int(c) for label, c in checkpoint.strategy_state["clusters"].items()}
         return arrays

@@ -2,8 +2,9 @@
 
 A training reply is unusable when its update has other keys, shapes or dtypes than the
 model, holds a non-finite value, or its metrics lack what aggregation needs; an evaluation
-reply when its counts cannot be read. Usable replies come back sorted by state index, so
-aggregation does not depend on the order in which replies arrive.
+reply when its counts cannot be read. Usable replies come back sorted by client index, so
+aggregation does not depend on the order in which replies arrive. `clients` are the run's
+client labels (clients/shards.py), indexed by the replies' `state-index`.
 """
 
 from __future__ import annotations
@@ -78,11 +79,11 @@ class UnusableUpdate(ValueError):
 def usable_updates(
     replies: Iterable[Message],
     shapes: Mapping[str, tuple[int, ...]],
-    states: tuple[str, ...],
+    clients: tuple[str, ...],
     health: RoundHealth,
     check: Callable[[MetricRecord], str | None] | None = None,
 ) -> list[Update]:
-    """The usable training updates sorted by state; failures and rejections counted in `health`.
+    """The usable training updates sorted by client; failures and rejections counted in `health`.
 
     `check` adds a strategy's own condition on a reply's metrics (e.g. a valid cluster id).
     """
@@ -93,18 +94,18 @@ def usable_updates(
             print(f"client failed in training: {reply_failure(message)}", flush=True)
             continue
         try:
-            updates.append(read_update(message, shapes, states, check))
+            updates.append(read_update(message, shapes, clients, check))
         except UnusableUpdate as err:
             health.rejected_updates += 1
             print(err, flush=True)
-    health.failed_clients += len(states) - sum(not m.has_error() for m in replies)
+    health.failed_clients += len(clients) - sum(not m.has_error() for m in replies)
     return sorted(updates, key=lambda u: u.state_index)
 
 
 def read_update(
     message: Message,
     shapes: Mapping[str, tuple[int, ...]],
-    states: tuple[str, ...],
+    clients: tuple[str, ...],
     check: Callable[[MetricRecord], str | None] | None = None,
 ) -> Update:
     """One training reply as an Update, or UnusableUpdate naming the sender and the reason."""
@@ -115,23 +116,23 @@ def read_update(
         params = from_record(message.content["arrays"])
     except (KeyError, TypeError, ValueError) as err:
         raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"malformed reply ({err!r})") from err
-    if not 0 <= index < len(states):
-        raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"state-index {index} outside 0..{len(states) - 1}")
+    if not 0 <= index < len(clients):
+        raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"state-index {index} outside 0..{len(clients) - 1}")
     if not (math.isfinite(weight) and weight > 0):
-        raise UnusableUpdate(states[index], f"num-examples must be a positive number, got {weight}")
+        raise UnusableUpdate(clients[index], f"num-examples must be a positive number, got {weight}")
     problem = update_problem(params, shapes) or (check(metrics) if check else None)
     if problem:
-        raise UnusableUpdate(states[index], problem)
+        raise UnusableUpdate(clients[index], problem)
     return Update(index, params, weight, metrics)
 
 
 def usable_evaluations(
     replies: Iterable[Message],
     read: Callable[[MetricRecord], dict[str, Evaluation]],
-    states: tuple[str, ...],
+    clients: tuple[str, ...],
     health: RoundHealth,
 ) -> list[dict[str, Evaluation]]:
-    """Each usable evaluation reply read by `read` (model tag -> Evaluation), sorted by state."""
+    """Each usable evaluation reply read by `read` (model tag -> Evaluation), sorted by client."""
     usable = []
     for message in replies:
         if message.has_error():
@@ -142,16 +143,16 @@ def usable_evaluations(
         except (KeyError, TypeError, ValueError) as err:
             print(f"unreadable evaluation from node {message.metadata.src_node_id}: {err}", flush=True)
             continue
-        if all(_plausible(e, len(states)) for e in evaluations.values()):
+        if all(_plausible(e, len(clients)) for e in evaluations.values()):
             usable.append(evaluations)
         else:
             print(f"implausible evaluation from node {message.metadata.src_node_id}", flush=True)
-    health.failed_evaluations += len(states) - len(usable)
+    health.failed_evaluations += len(clients) - len(usable)
     return sorted(usable, key=lambda tags: next(iter(tags.values())).state_index)
 
 
-def _plausible(evaluation: Evaluation, num_states: int) -> bool:
-    """A state index in range and non-negative counts."""
-    return 0 <= evaluation.state_index < num_states and all(
+def _plausible(evaluation: Evaluation, num_clients: int) -> bool:
+    """A client index in range and non-negative counts."""
+    return 0 <= evaluation.state_index < num_clients and all(
         (c >= 0).all() for c in evaluation.counts.values()
     )

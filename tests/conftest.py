@@ -87,11 +87,15 @@ class InProcessGrid(Grid):
         raise NotImplementedError
 
 
-def run_in_process(overrides: dict, results_dir: Path, grid_class: type[InProcessGrid] = InProcessGrid) -> Path:
-    """Run the app's ServerApp logic over an in-process federation; returns the results dir."""
+def run_in_process(
+    overrides: dict, results_dir: Path, grid_class: type[InProcessGrid] = InProcessGrid, num_nodes: int | None = None
+) -> Path:
+    """Run the app's ServerApp logic over an in-process federation of `num_nodes` nodes
+    (default: one per client, states x clients-per-state); returns the results dir."""
     raw = get_fused_config_from_dir(REPO, {**overrides, "results-dir": str(results_dir)})
     states = [s for s in str(raw["states"]).split(",") if s]
-    return run_federation(grid_class(raw, len(states)), raw, results_dir.parent)
+    nodes = len(states) * int(raw["clients-per-state"]) if num_nodes is None else num_nodes
+    return run_federation(grid_class(raw, nodes), raw, results_dir.parent)
 
 
 @pytest.fixture
