@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             if raw.get(key):
                 raw[key] = str(Path(str(raw[key])).expanduser().resolve())
         run, _ = build_run(raw, datetime.now(timezone.utc), Path.cwd())
-    except (ValueError, OSError, NotImplementedError, click.ClickException) as err:
+    except (ValueError, OSError, click.ClickException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     pinned = {
