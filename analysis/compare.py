@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.fairness import CELLS
 from analysis.gaussian import OneLineErrorParser
-from analysis.results import COUNTS_COLUMNS, METRICS_COLUMNS
+from analysis.results import COUNTS_COLUMNS, METRICS_COLUMNS, ResultsError
 from clients.tasks import ATTRIBUTES
 
 REQUIRED_FILES = ("config.json", "counts.csv", "metrics.csv", "summary.json")
@@ -35,10 +35,6 @@ OUTCOMES = ("gain", "loss", "tie", "undefined")
 TIE_TOLERANCE = 1e-12  # values from the same counts are equal; only summation noise is ignored
 NOT_SETTINGS = ("seed", "results-dir")  # config keys that do not define a configuration
 SHORT = {"sp_gap": "SP", "eo_gap": "EO", "eodds_gap": "EOdds"}
-
-
-class ResultsError(ValueError):
-    """A directory that is not a readable results directory; the message names the file."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.results import METRICS_COLUMNS
+
 CELLS = ("tp", "fp", "tn", "fn")
-COLUMNS = ["round", "state", "cluster", "attribute", "metric", "value"]
 DEPLOYED = "deployed"  # the model whose metrics keep their plain names
 
 
@@ -141,4 +142,4 @@ def metrics_frame(counts: pd.DataFrame, clients: pd.DataFrame) -> pd.DataFrame:
     rows["state"] = pd.Categorical(rows["state"], categories=order, ordered=True)
     rows = rows.sort_values(["round", "state", "attribute", "metric"], ignore_index=True)
     rows["state"] = rows["state"].astype(str)
-    return rows[COLUMNS]
+    return rows[METRICS_COLUMNS]

@@ -28,7 +28,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.compare import (
-    ResultsError,
     RunResults,
     compare_runs,
     data_differences,
@@ -41,6 +40,7 @@ from analysis.compare import (
     summary_markdown,
 )
 from analysis.gaussian import OneLineErrorParser
+from analysis.results import ResultsError
 from analysis.tilemap import category_map, value_map
 from clients.tasks import ATTRIBUTES
 

@@ -67,7 +67,7 @@ TMP_SUFFIX = ".tmp"
 
 
 class ResultsError(ValueError):
-    """A results directory that cannot be continued; the message names the file at fault."""
+    """A results directory that cannot be read or continued; the message names the file at fault."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
