@@ -81,14 +81,11 @@ run_experiment() {
   echo "results: $results"
 }
 
-# The study's hyperparameters per strategy (paper: FedAvg and MAML lr 0.001 x 10 epochs;
-# clustered FL lr 0.05 x 1 epoch); the user's --run-config is applied after them.
+# The study's hyperparameters per strategy come from the strategy registry (README
+# "Strategies"); the user's --run-config is applied after them.
 study_settings() {
-  case "$1" in
-    fedavg|perfedavg) echo "lr=0.001 local-epochs=10" ;;
-    ifca) echo "lr=0.05 local-epochs=1" ;;
-    fair-ifca) echo "lr=0.05 local-epochs=1 lambda=$2" ;;
-  esac
+  if [[ "$1" == fair-* ]]; then set -- "$1" "lambda=$2"; else set -- "$1"; fi
+  (cd "$REPO" && "$PY" -m fl_app.study_settings "$@")
 }
 
 compare_strategies() {
@@ -104,7 +101,8 @@ compare_strategies() {
   [[ " $strategies " == *" fedavg "* ]] || { echo "run.sh compare: --strategies must include fedavg, the baseline" >&2; exit 2; }
   local base="$REPO/results/$(date -u +%Y%m%d-%H%M%S)-compare" dirs=() s
   for s in $strategies; do
-    ( run_experiment --run-config "strategy=\"$s\" $(study_settings "$s" "$lambda")" "${overrides[@]}" \
+    local settings; settings="$(study_settings "$s" "$lambda")" || exit 2
+    ( run_experiment --run-config "strategy=\"$s\" $settings" "${overrides[@]}" \
         --run-config "results-dir=\"$base/$s\"" ) || exit 1
     dirs+=("$base/$s")
   done

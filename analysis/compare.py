@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fairness import CELLS
+from core.counts import CELLS
 from analysis.gaussian import OneLineErrorParser
-from analysis.results import COUNTS_COLUMNS, METRICS_COLUMNS, ResultsError
-from clients.tasks import ATTRIBUTES
+from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS, ResultsError
+from core.tasks import ATTRIBUTES
 
 REQUIRED_FILES = ("config.json", "counts.csv", "metrics.csv", "summary.json")
 CLUSTERS_PREFIX = ["round", "state", "cluster"]

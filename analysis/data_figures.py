@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.gaussian import OneLineErrorParser
 from clients.sources import DataError, resolve_source, state_records
-from clients.tasks import ATTRIBUTES, TASKS, protected_groups
+from core.tasks import ATTRIBUTES, TASKS, protected_groups
 
 REQUIRED_COLUMNS = ("STATE", "SEX", "RAC1P", "label")
 LABEL_NAMES = {

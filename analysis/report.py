@@ -40,9 +40,9 @@ from analysis.compare import (
     summary_markdown,
 )
 from analysis.gaussian import OneLineErrorParser
-from analysis.results import ResultsError
+from recorder.files import ResultsError
 from analysis.tilemap import category_map, value_map
-from clients.tasks import ATTRIBUTES
+from core.tasks import ATTRIBUTES
 
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0

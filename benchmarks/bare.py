@@ -29,13 +29,14 @@ import numpy as np
 import pyarrow.parquet as pq
 from flwr.common.config import get_fused_config_from_dir
 
-from analysis.fairness import population_metrics
+from core.counts import population_metrics
 from clients.data import StateCodes, StateData, state_codes, state_data
 from clients.local import TRAIN, evaluate_local, local_rng, train_local
-from clients.model import Params, init_params
+from core.params import Params
+from core.torch_model import init_params
 from clients.shards import ClientId
 from clients.sources import Source, check_table
-from clients.tasks import TASKS
+from core.tasks import TASKS
 from fl_app.config import parse_config
 from strategies.aggregation import weighted_average
 

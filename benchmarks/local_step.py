@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from clients.model import Params, init_params, to_torch
-from clients.tasks import TASKS
-from clients.training import train_sgd, train_sgd_torch
+from core.params import Params
+from core.torch_model import init_params, to_torch
+from core.tasks import TASKS
+from clients.torch_reference import train_sgd_torch
+from clients.training import train_sgd
 
 ROWS = 20_000
 BATCH = 32

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from clients.shards import ClientId, shard_positions
-from clients.sources import Source, fips, state_records
-from clients.tasks import TASKS, Task, encode, protected_groups
+from clients.sources import Source, state_records
+from core.states import fips
+from core.tasks import TASKS, Task, encode, protected_groups
 
 TEST_FRACTION = 0.2
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.fairness import confusion_counts, population_metrics
 from clients.data import Split
 from clients.shards import ClientId
 from clients.training import mean_loss, predict_proba, train_sgd
-from strategies.messages import Evaluation
-
-Params = dict[str, np.ndarray]
+from core.counts import confusion_counts, population_metrics
+from core.params import Params
+from core.wire import Evaluation
 
 TRAIN, ADAPT, FAULT = 0, 1, 2  # purposes of a client's per-round random streams
 UPDATE_FAULTS = ("nan-update", "shape-update", "keys-update")
@@ -28,18 +27,20 @@ def local_rng(seed: int, client: ClientId, server_round: int, purpose: int = 0) 
 
 
 def train_local(
-    params: Params, split: Split, *, lr: float, epochs: int, batch_size: int, rng: np.random.Generator
+    params: Params, split: Split, *, lr: float, epochs: int, batch_size: int, rng: np.random.Generator,
+    prox_mu: float = 0.0, anchor: Params | None = None,
 ) -> tuple[Params, float]:
-    """Local SGD on the client's training split."""
-    return train_sgd(params, split.x, split.y, lr=lr, epochs=epochs, batch_size=batch_size, rng=rng)
+    """Local SGD on the client's training split (with a proximal term towards `anchor` if prox_mu > 0)."""
+    return train_sgd(params, split.x, split.y, lr=lr, epochs=epochs, batch_size=batch_size, rng=rng,
+                     prox_mu=prox_mu, anchor=anchor)
 
 
-def evaluate_local(params: Params, split: Split, state_index: int) -> Evaluation:
+def evaluate_local(params: Params, split: Split, client_index: int) -> Evaluation:
     """Loss and per-group confusion counts of `params` on a split (predictions at p >= 0.5)."""
     y_pred = predict_proba(params, split.x) >= 0.5
     y_true = split.y >= 0.5
     return Evaluation(
-        state_index=state_index,
+        client_index=client_index,
         n=len(split),
         loss=mean_loss(params, split.x, split.y) if len(split) else float("nan"),
         counts={a: confusion_counts(y_true, y_pred, g) for a, g in split.groups.items()},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from clients.data import Split
-from clients.model import Params, copy_params
+from core.params import Params, copy_params
 from clients.training import batch_slices, gradient
 
 FD_DELTA = 1e-3  # finite-difference step of the Hessian-vector product

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clients.sources import fips
+from core.states import fips
 
 SPLIT_TAGS = {"train": 0, "test": 1}  # separate shard orders per split
 

@@ -16,16 +16,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from folktables import ACSDataSource, acs
-from folktables.load_acs import _STATE_CODES, state_list
 
 from clients.synthetic import synthetic_pums
-from clients.tasks import Task
+from core.states import FOLKTABLES_STATES, STATE_FIPS
+from core.tasks import Task
 
 ACS_YEAR = "2018"
 ACS_HORIZON = "1-Year"
 CENSUS_PUMS_URL = f"https://www2.census.gov/programs-surveys/acs/data/pums/{ACS_YEAR}/{ACS_HORIZON}/"
 REACH_TIMEOUT_S = 3.0
-FOLKTABLES_STATES: tuple[str, ...] = tuple(sorted(state_list))
 TABLE_SUFFIXES = (".parquet", ".csv")
 
 
@@ -43,17 +42,12 @@ class Source:
     note: str = ""
 
 
-def fips(state: str) -> int:
-    """The state's numeric FIPS code (used to seed per-state randomness stably)."""
-    return int(_STATE_CODES[state])
-
-
 def default_data_dir() -> Path:
     return Path.home() / ".cache" / "fairfl" / "folktables"
 
 
 def folktables_file(data_dir: Path, state: str) -> Path:
-    return data_dir / ACS_YEAR / ACS_HORIZON / f"psam_p{_STATE_CODES[state]}.csv"
+    return data_dir / ACS_YEAR / ACS_HORIZON / f"psam_p{STATE_FIPS[state]:02d}.csv"
 
 
 def _select_states(available: tuple[str, ...], wanted: tuple[str, ...], where: str) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from folktables.load_acs import _STATE_CODES
+from core.states import STATE_FIPS
 
 SURVEY_YEAR = "2018"
 HORIZON = "1-Year"
@@ -31,7 +31,7 @@ COLUMNS = (
 BLANKABLE = ("COW", "SCHL", "OCCP", "WKHP", "PINCP", "ESP", "MIG", "MIL", "DREM", "ESR")
 
 _AGE_P = np.interp(np.arange(100), [0, 60, 70, 80, 90, 99], [1, 1, 0.8, 0.45, 0.15, 0.02])
-_US_FIPS = np.array(sorted({int(code) for code in _STATE_CODES.values()} - {72}))
+_US_FIPS = np.array(sorted(set(STATE_FIPS.values()) - {72}))
 _TERRITORIES = np.array([60, 66, 69, 72, 78])
 _TERRITORY_P = [0.02, 0.05, 0.02, 0.86, 0.05]
 # Foreign birthplace code ranges (Europe, Asia, Americas, Africa, Oceania) and their mix for
@@ -313,7 +313,7 @@ def _group_gap(p: _Profile, d: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _state_block(state: str, seed: int, rows: int | None, reverse: bool) -> pd.DataFrame:
-    fips = int(_STATE_CODES[state])
+    fips = STATE_FIPS[state]
     p = _profile(seed, fips)
     n = p.rows if rows is None else rows
     rng = np.random.default_rng([seed, fips, 1])
@@ -343,7 +343,7 @@ def synthetic_pums(
     feature-label relation of both labels is negated (the direct sex and race gaps are kept), so
     those clients form a clearly different population.
     """
-    unknown = [s for s in (*states, *reversed_states) if s not in _STATE_CODES]
+    unknown = [s for s in (*states, *reversed_states) if s not in STATE_FIPS]
     if unknown:
         raise ValueError(f"unknown state codes {unknown}; expected folktables' 2-letter codes")
     if rows_per_state is not None and rows_per_state < 0:
@@ -370,8 +370,8 @@ def write_folktables_fixture(
     directory.mkdir(parents=True, exist_ok=True)
     frame = synthetic_pums(states, seed, rows_per_state, reversed_states)
     for state in dict.fromkeys(states):
-        block = frame[frame["ST"] == int(_STATE_CODES[state])]
+        block = frame[frame["ST"] == STATE_FIPS[state]]
         block.insert(0, "RT", "P")
-        block.to_csv(directory / f"psam_p{_STATE_CODES[state]}.csv", index=False, na_rep="",
+        block.to_csv(directory / f"psam_p{STATE_FIPS[state]:02d}.csv", index=False, na_rep="",
                      float_format="%.0f")
     return directory

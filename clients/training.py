@@ -3,8 +3,9 @@
 The model is so small (about 0.2 MFLOP per step) that torch's per-step overhead (autograd,
 DataLoader, optimizer) costs far more than the arithmetic. So the default trainer fuses the
 forward and backward passes into a fixed sequence of numpy calls writing into preallocated
-float32 buffers, with both biases folded into the weight matrices. `train_sgd_torch` is the
-autograd reference it is tested against; both walk the data in the order of `batch_slices`.
+float32 buffers, with both biases folded into the weight matrices. `train_sgd_torch`
+(clients/torch_reference.py) is the autograd reference it is tested against; both walk the data
+in the order of `batch_slices`.
 
 BLAS is held to one thread while training and for whole-split passes (`predict_proba`,
 `mean_loss`): splitting matrices this small across threads gains nothing, and on a busy
@@ -19,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 from threadpoolctl import ThreadpoolController
 
-from clients.model import PARAM_KEYS, Params, copy_params, to_params, to_torch
+from core.params import PARAM_KEYS, Params, copy_params
 
 _THREADPOOLS = ThreadpoolController()  # scanned once; limiting through it then costs ~30 us
 
@@ -64,10 +64,11 @@ class _Workspace:
 
 def _sgd_step(
     w1: np.ndarray, w2: np.ndarray, X: np.ndarray, y: np.ndarray, idx: np.ndarray,
-    ws: _Workspace, lr: float, with_loss: bool,
+    ws: _Workspace, lr: float, with_loss: bool, prox: tuple[float, np.ndarray, np.ndarray] | None = None,
 ) -> float:
     """One SGD step on rows `idx`, updating the augmented w1/w2 in place; returns the summed
-    loss of the batch before the update, or 0 when `with_loss` is off to save two reductions."""
+    loss of the batch before the update, or 0 when `with_loss` is off to save two reductions.
+    `prox` = (mu, anchor w1, anchor w2) adds the gradient of mu/2 * ||w - anchor||^2."""
     X.take(idx, axis=0, out=ws.x_features)
     yb = y[idx]
     np.matmul(ws.x, w1.T, out=ws.z)
@@ -84,8 +85,12 @@ def _sgd_step(
     np.multiply(ws.g_column, w2[:-1], out=ws.dz)  # needs w2 before its update below
     ws.dz *= ws.active
     np.matmul(ws.g, ws.a, out=ws.grad_w2)
-    w2 -= ws.grad_w2
     np.matmul(ws.dz.T, ws.x, out=ws.grad_w1)
+    if prox is not None:
+        mu, a1, a2 = prox
+        ws.grad_w2 += np.float32(lr * mu) * (w2 - a2)
+        ws.grad_w1 += np.float32(lr * mu) * (w1 - a1)
+    w2 -= ws.grad_w2
     w1 -= ws.grad_w1
     return loss
 
@@ -93,11 +98,13 @@ def _sgd_step(
 def train_sgd(
     params: Params, X: np.ndarray, y: np.ndarray, *,
     lr: float, epochs: int, batch_size: int, rng: np.random.Generator,
+    prox_mu: float = 0.0, anchor: Params | None = None,
 ) -> tuple[Params, float]:
     """Minibatch SGD on mean BCE-with-logits; returns new params and the last epoch's mean loss.
 
-    The input params are never modified. With no data or no epochs the params come back as a
-    copy and the loss is nan.
+    `prox_mu > 0` adds the proximal term prox_mu/2 * ||w - anchor||^2 (FedProx, Ditto); the
+    anchor defaults to the starting params. The input params are never modified. With no
+    data or no epochs the params come back as a copy and the loss is nan.
     """
     n, width = X.shape
     if n == 0 or epochs <= 0:
@@ -108,6 +115,11 @@ def train_sgd(
     w1 = np.column_stack([params["fc1.weight"], params["fc1.bias"]]).astype(np.float32)
     w2 = np.concatenate([params["fc2.weight"][0], params["fc2.bias"]]).astype(np.float32)
     hidden = w1.shape[0]
+    prox = None
+    if prox_mu > 0:
+        a = params if anchor is None else anchor
+        prox = (prox_mu, np.column_stack([a["fc1.weight"], a["fc1.bias"]]).astype(np.float32),
+                np.concatenate([a["fc2.weight"][0], a["fc2.bias"]]).astype(np.float32))
     workspaces: dict[int, _Workspace] = {}
     with _THREADPOOLS.limit(limits=1, user_api="blas"):
         for number, epoch in enumerate(batch_slices(n, epochs, batch_size, rng), start=1):
@@ -116,7 +128,7 @@ def train_sgd(
                 ws = workspaces.get(len(idx))
                 if ws is None:
                     ws = workspaces[len(idx)] = _Workspace(len(idx), width, hidden)
-                total += _sgd_step(w1, w2, X, y, idx, ws, lr, last)
+                total += _sgd_step(w1, w2, X, y, idx, ws, lr, last, prox)
     new = {
         "fc1.weight": w1[:, :width],
         "fc1.bias": w1[:, width],
@@ -124,31 +136,6 @@ def train_sgd(
         "fc2.bias": w2[hidden:],
     }
     return copy_params(new), total / n
-
-
-def train_sgd_torch(
-    params: Params, X: np.ndarray, y: np.ndarray, *,
-    lr: float, epochs: int, batch_size: int, rng: np.random.Generator,
-) -> tuple[Params, float]:
-    """Reference trainer: TorchMLP, autograd and torch.optim.SGD over the same batch order."""
-    n = X.shape[0]
-    if n == 0 or epochs <= 0:
-        return copy_params(params), float("nan")
-    model = to_torch(params)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    for epoch in batch_slices(n, epochs, batch_size, rng):
-        total = 0.0
-        for idx in epoch:
-            rows = torch.from_numpy(idx)
-            loss = loss_fn(model(Xt[rows]), yt[rows])
-            total += loss.item() * len(idx)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return to_params(model), total / n
 
 
 def _forward(params: Params, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

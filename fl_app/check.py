@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("data-path", "data-dir", "resume"):
             if raw.get(key):
                 raw[key] = str(Path(str(raw[key])).expanduser().resolve())
-        run, _ = build_run(raw, datetime.now(timezone.utc), Path.cwd())
+        run = build_run(raw, datetime.now(timezone.utc), Path.cwd())
     except (ValueError, OSError, click.ClickException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,8 @@
 """ClientApp: a state's client, or one shard of a state's (`clients-per-state`, clients/shards.py).
-Reads its state's data once per process, trains and evaluates on request.
+
+Thin wiring: every message type's handler comes from the strategy registry; this module
+turns a message into a `ClientJob` (config, this client's data, round, fault) and the
+handler's `ClientReply` into Flower's reply, which always names the client it comes from.
 
 With `fail-states`/`fail-prob` set, the chosen clients inject `fail-mode` in the chosen rounds
 (raise in training or evaluation, or return a corrupt update), deterministically by seed.
@@ -7,24 +10,21 @@ With `fail-states`/`fail-prob` set, the chosen clients inject `fail-mode` in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
-import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.data import StateData, state_data
-from clients.local import (
-    ADAPT, TRAIN, UPDATE_FAULTS, InjectedFault, corrupt_update, evaluate_local, fault_strikes, local_rng,
-    score_models, train_local,
-)
-from clients.personalization import adapt, meta_train
+from clients.data import state_data
+from clients.job import ClientJob, ClientReply
+from clients.local import UPDATE_FAULTS, corrupt_update, fault_strikes
 from clients.shards import client_ids
 from clients.sources import Source
-from fl_app.config import RunConfig, parse_config
-from strategies.ifca import choose_cluster, cluster_prefix
-from strategies.messages import Params, evaluation_to_metrics, from_record, to_record
-from strategies.perfedavg import GLOBAL_PREFIX
+from core.params import to_record
+from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY
+from fl_app.config import parse_config
+from strategies.algorithm import Handler
+from strategies.registry import client_handlers
 
 app = ClientApp()
 
@@ -51,120 +51,47 @@ def client_index(node_config: dict, states: tuple[str, ...], shards: int) -> int
     return index
 
 
-@dataclass(frozen=True)
-class Job:
-    """One message's work: the run config, this client's data, the round and any fault to inject."""
-
-    config: RunConfig
-    data: StateData
-    index: int
-    server_round: int
-    fault: str | None
-
-    def rng(self, purpose: int) -> np.random.Generator:
-        return local_rng(self.config.seed, self.data.client, self.server_round, purpose)
-
-    def raise_if(self, mode: str) -> None:
-        if self.fault == mode:
-            raise InjectedFault(f"injected {mode} in {self.data.client.label}, round {self.server_round}")
-
-
-def _job(msg: Message, context: Context) -> Job:
-    config = parse_config(context.run_config)
+def _source(msg: Message) -> Source:
     sent = msg.content["config"]
-    source = Source(str(sent["source-kind"]), str(sent["source-path"]), tuple(str(sent["states"]).split(",")))
+    return Source(str(sent["source-kind"]), str(sent["source-path"]), tuple(str(sent["states"]).split(",")))
+
+
+def _job(msg: Message, context: Context) -> ClientJob:
+    config = parse_config(context.run_config)
+    source = _source(msg)
     index = client_index(context.node_config, source.states, config.clients_per_state)
     client = client_ids(source.states, config.clients_per_state)[index]
     data = state_data(source, config.task, client, config.seed, config.synthetic_rows, config.synthetic_reversed)
-    server_round = int(sent["server-round"])
+    server_round = int(msg.content["config"][ROUND_KEY])
     strikes = fault_strikes(config.seed, client, server_round, config.fail_states, config.fail_prob)
-    return Job(config, data, index, server_round, config.fail_mode if strikes else None)
+    return ClientJob(config, data, index, server_round, config.fail_mode if strikes else None)
 
 
-def _train_job(msg: Message, context: Context) -> Job:
-    job = _job(msg, context)
-    job.raise_if("train-error")
-    return job
-
-
-def _reply(msg: Message, job: Job, params: Params, metrics: dict) -> Message:
-    if job.fault in UPDATE_FAULTS:
-        params = corrupt_update(params, job.fault)
-    content = {"arrays": to_record(params), "metrics": MetricRecord({**metrics, "state-index": job.index})}
+def _reply(msg: Message, job: ClientJob, reply: ClientReply) -> Message:
+    content = {"metrics": MetricRecord({**reply.metrics, CLIENT_KEY: job.index})}
+    if reply.params is not None:
+        params = corrupt_update(reply.params, job.fault) if job.fault in UPDATE_FAULTS else reply.params
+        content["arrays"] = to_record(params)
     return Message(RecordDict(content), reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    job = _train_job(msg, context)
-    config, data = job.config, job.data
-    params, loss = train_local(
-        from_record(msg.content["arrays"]), data.train, lr=config.lr, epochs=config.local_epochs,
-        batch_size=config.batch_size, rng=job.rng(TRAIN),
-    )
-    return _reply(msg, job, params, {"num-examples": len(data.train), "train-loss": loss})
+def _wrap(handler: Handler) -> Callable[[Message, Context], Message]:
+    def run(msg: Message, context: Context) -> Message:
+        job = _job(msg, context)
+        return _reply(msg, job, handler(job, msg.content))
+
+    run.__doc__ = handler.__doc__
+    return run
 
 
-@app.train("perfedavg")
-def train_perfedavg(msg: Message, context: Context) -> Message:
-    job = _train_job(msg, context)
-    config, data = job.config, job.data
-    params, loss = meta_train(
-        from_record(msg.content["arrays"]), data.train, alpha=config.lr, beta=config.meta_lr,
-        epochs=config.local_epochs, batch_size=config.batch_size, rng=job.rng(TRAIN), variant=config.maml_variant,
-    )
-    return _reply(msg, job, params, {"num-examples": len(data.train), "train-loss": loss})
+for message_type, handler in client_handlers().items():
+    kind, _, name = message_type.partition(".")
+    getattr(app, kind)(name or "default")(_wrap(handler))
 
 
-@app.train("ifca")
-def train_ifca(msg: Message, context: Context) -> Message:
-    job = _train_job(msg, context)
-    config, data = job.config, job.data
-    models = [from_record(msg.content["arrays"], cluster_prefix(j)) for j in range(config.k)]
-    losses, gaps = score_models(models, data.train, config.fair_attribute, config.fair_metric)
-    cluster = choose_cluster(losses, gaps, config.fair_lambda)
-    params, loss = train_local(
-        models[cluster], data.train, lr=config.lr, epochs=config.local_epochs,
-        batch_size=config.batch_size, rng=job.rng(TRAIN),
-    )
-    return _reply(msg, job, params, {
-        "num-examples": len(data.train), "train-loss": loss, "cluster": cluster,
-        "losses": [float(v) for v in losses], "gaps": [float(v) for v in gaps],
-    })
-
-
-def _evaluation_reply(msg: Message, job: Job, metrics: dict) -> Message:
-    return Message(RecordDict({"metrics": MetricRecord({**metrics, "state-index": job.index})}), reply_to=msg)
-
-
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
-    job = _job(msg, context)
-    job.raise_if("evaluate-error")
-    evaluation = evaluate_local(from_record(msg.content["arrays"]), job.data.test, job.index)
-    return _evaluation_reply(msg, job, {"num-examples": evaluation.n, **evaluation_to_metrics(evaluation)})
-
-
-@app.evaluate("ifca")
-def evaluate_ifca(msg: Message, context: Context) -> Message:
-    """Evaluate the model of the cluster the server lists for this client."""
-    job = _job(msg, context)
-    job.raise_if("evaluate-error")
-    cluster = int(msg.content["config"]["clusters"][job.index])
-    evaluation = evaluate_local(from_record(msg.content["arrays"], cluster_prefix(cluster)), job.data.test, job.index)
-    return _evaluation_reply(msg, job, {"num-examples": evaluation.n, **evaluation_to_metrics(evaluation)})
-
-
-@app.evaluate("perfedavg")
-def evaluate_perfedavg(msg: Message, context: Context) -> Message:
-    job = _job(msg, context)
-    job.raise_if("evaluate-error")
-    config, data = job.config, job.data
-    global_params = from_record(msg.content["arrays"])
-    adapted = adapt(global_params, data.train, steps=config.adapt_steps, lr=config.lr,
-                    batch_size=config.batch_size, rng=job.rng(ADAPT))
-    deployed = evaluate_local(adapted, data.test, job.index)
-    unadapted = evaluate_local(global_params, data.test, job.index)
-    return _evaluation_reply(msg, job, {
-        "num-examples": deployed.n, **evaluation_to_metrics(deployed), **evaluation_to_metrics(unadapted, GLOBAL_PREFIX),
-    })
+@app.query(IDENTIFY.partition(".")[2])
+def identify(msg: Message, context: Context) -> Message:
+    """Which client this node serves (the server's node-to-client map)."""
+    config = parse_config(context.run_config)
+    index = client_index(context.node_config, _source(msg).states, config.clients_per_state)
+    return Message(RecordDict({"metrics": MetricRecord({CLIENT_KEY: index})}), reply_to=msg)

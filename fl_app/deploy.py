@@ -37,7 +37,7 @@ from flwr.common.config import get_fused_config_from_dir, parse_config_args
 
 from clients.shards import client_ids
 from clients.sources import resolve_source
-from clients.tasks import TASKS
+from core.tasks import TASKS
 from fl_app.config import parse_config
 from fl_app.run_status import run_status
 

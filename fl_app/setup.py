@@ -1,4 +1,4 @@
-"""From a raw run config to a ready run: validated config, resolved data, writer and strategy.
+"""From a raw run config to a ready run: validated config, resolved data, algorithm, recorder.
 
 Everything `build_run` checks happens before any training and before anything is written,
 so bad config or data (or a resume that cannot continue) fails with one message and leaves
@@ -7,32 +7,46 @@ no results directory behind, nor changes the one being resumed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
+from logging import INFO
 from pathlib import Path
 from typing import Any, Mapping
 
-from flwr.app import ArrayRecord
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from analysis.results import ResultsWriter, git_commit, package_versions
+from clients.shards import client_labels
 from clients.sources import Source, resolve_source
-from clients.tasks import TASKS
+from core.tasks import TASKS
+from core.torch_model import init_params
 from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
-from strategies.base import FairnessStrategy, RunContext, check_federation_size
-from strategies.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint
-from strategies.fedavg import FedAvgStrategy
-from strategies.ifca import IFCAStrategy
-from strategies.perfedavg import PerFedAvgStrategy
-
-STRATEGY_CLASSES: dict[str, type[FairnessStrategy]] = {
-    "fedavg": FedAvgStrategy,
-    "perfedavg": PerFedAvgStrategy,
-    "ifca": IFCAStrategy,
-    "fair-ifca": IFCAStrategy,
-}
+from recorder.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint
+from recorder.files import ResultsWriter, git_commit, package_versions
+from recorder.recorder import Recorder
+from strategies.algorithm import Algorithm, ServerSetup
+from strategies.flower import resume_refusal
+from strategies.loop import Exchange, check_federation_size, run_round
+from strategies.registry import spec_for
 
 
-def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> tuple[RunContext, FairnessStrategy]:
+@dataclass(frozen=True)
+class Run:
+    """A validated run: config, data, the server half of its strategy, its recorder, where it resumes."""
+
+    config: RunConfig
+    source: Source
+    algorithm: Algorithm
+    recorder: Recorder
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def writer(self) -> ResultsWriter:
+        return self.recorder.writer
+
+
+def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
     """Validate everything a run needs; raises ConfigError, DataError, ResultsError or FileExistsError."""
     config = parse_config(raw)
     task = TASKS[config.task]
@@ -44,14 +58,20 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> tuple[Ru
                 f"config key '{key}' names state(s) {', '.join(stray)} outside the run's states {','.join(source.states)}"
             )
     if config.resume:
+        refusal = resume_refusal(config.strategy)
+        if refusal:
+            raise ConfigError(f"config key 'resume': {refusal}")
         writer = ResultsWriter(Path(config.resume).resolve())
         checkpoint = resume_point(config, source, writer, base)
     else:
         writer = ResultsWriter(absolute_results_dir(config, started.strftime("%Y%m%d-%H%M%S"), base))
         ResultsWriter.check_free(writer.directory)
         checkpoint = None
-    run = RunContext(config, source, writer, checkpoint)
-    return run, STRATEGY_CLASSES[config.strategy](run)
+    clients = client_labels(source.states, config.clients_per_state)
+    setup = ServerSetup(config, clients, source, partial(init_params, task.width, task.hidden))
+    algorithm = spec_for(config.strategy).server(setup)
+    recorder = Recorder(writer, clients, config.strategy, config.task, source.kind)
+    return Run(config, source, algorithm, recorder, checkpoint)
 
 
 def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base: Path) -> Checkpoint | None:
@@ -98,22 +118,29 @@ def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base:
 def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> Path:
     """The ServerApp's whole job: validate, run (or continue) the strategy's rounds, summarise."""
     started = datetime.now(timezone.utc)
-    run, strategy = build_run(raw, started, base)
+    run = build_run(raw, started, base)
     check_federation_size(sorted(grid.get_node_ids()), run.source.states, run.config.clients_per_state)
-    if run.config.resume:
-        arrays, first_round = continue_run(run, strategy, started)
-    else:
-        run.writer.start(run_record(run, started))
-        arrays, first_round = strategy.initial_arrays(), 1
-    print(f"results: {run.writer.directory}", flush=True)
-    strategy.run_rounds(grid, arrays, first_round)
-    run.writer.write_summary(strategy.final_summary())
+    first_round = continue_run(run, started) if run.config.resume else start_run(run, started)
+    log(INFO, "results: %s", run.writer.directory)
+    log(INFO, "[%s] %d clients, %d rounds, task %s, data %s", run.config.strategy, len(run.recorder.clients),
+        run.config.num_server_rounds, run.config.task, run.source.kind)
+    exchange = Exchange(grid, run.source, len(run.recorder.clients))
+    for server_round in range(first_round, run.config.num_server_rounds + 1):
+        result = run_round(run.algorithm, exchange, server_round)
+        arrays, state = run.algorithm.state()
+        run.recorder.commit(result, arrays, state)
+    run.writer.write_summary(run.recorder.final_summary())
     remove_checkpoint(run.writer.directory)
     return run.writer.directory
 
 
-def continue_run(run: RunContext, strategy: FairnessStrategy, started: datetime) -> tuple[ArrayRecord, int]:
-    """Roll the results back to the checkpoint and restore the strategy: (arrays, first round to run)."""
+def start_run(run: Run, started: datetime) -> int:
+    run.writer.start(run_record(run, started))
+    return 1
+
+
+def continue_run(run: Run, started: datetime) -> int:
+    """Roll the results back to the checkpoint and restore the run's state: the first round to run."""
     checkpoint = run.checkpoint
     done = checkpoint.server_round if checkpoint else 0
     run.writer.roll_back(checkpoint.csv_sizes if checkpoint else {})
@@ -121,11 +148,14 @@ def continue_run(run: RunContext, strategy: FairnessStrategy, started: datetime)
     record["config"], record["results_dir"] = run.config.to_dict(), str(run.writer.directory)
     record["resumed"] = [*record.get("resumed", []), {"after_round": done, "at": started.isoformat(timespec="seconds")}]
     run.writer.start(record)
-    print(f"resuming '{run.writer.directory}' after round {done}", flush=True)
-    return (strategy.resume(checkpoint), done + 1) if checkpoint else (strategy.initial_arrays(), 1)
+    log(INFO, "resuming '%s' after round %d", run.writer.directory, done)
+    if checkpoint:
+        run.algorithm.restore(checkpoint.arrays, checkpoint.strategy_state)
+        run.recorder.restore(checkpoint)
+    return done + 1
 
 
-def run_record(run: RunContext, started: datetime) -> dict[str, Any]:
+def run_record(run: Run, started: datetime) -> dict[str, Any]:
     """config.json: resolved config, data source, clients, versions, commit, seed."""
     task = TASKS[run.config.task]
     return {
@@ -136,7 +166,7 @@ def run_record(run: RunContext, started: datetime) -> dict[str, Any]:
             "path": run.source.path,
             "note": run.source.note,
             "states": list(run.source.states),
-            "num_clients": len(run.source.states) * run.config.clients_per_state,
+            "num_clients": len(run.recorder.clients),
             "input_width": task.width,
             "hidden": task.hidden,
         },

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Params = dict[str, np.ndarray]
+from core.params import Params
 
 
 def weighted_average(models: Sequence[Params], weights: Sequence[float]) -> Params:

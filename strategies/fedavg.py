@@ -1,32 +1,84 @@
-"""FedAvg: every client trains the global model; the server averages, weighted by training examples."""
+"""FedAvg: every client trains the global model; the server averages, weighted by training examples.
+
+Its client handlers are the plain `train` and `evaluate` ones, which other strategies reuse
+(IFCA's warm-up, Flower's built-in strategies). Training honours a `proximal-mu` entry in
+the message config (FedProx's term, sent by `flwr:FedProx`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import RecordDict
 
+from clients.job import ClientJob, ClientReply
+from clients.local import TRAIN, evaluate_local, train_local
+from core.params import Params, copy_params, from_record
+from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, evaluate_type, evaluation_to_metrics, train_type
 from strategies.aggregation import weighted_average
-from strategies.base import FairnessStrategy
-from strategies.messages import to_record
+from strategies.algorithm import Algorithm, Payload, ServerSetup, StrategySpec
+from strategies.replies import Update
+
+PROXIMAL_MU_KEY = "proximal-mu"
 
 
-class FedAvgStrategy(FairnessStrategy):
-    """McMahan et al.'s FedAvg with full participation and the shared fairness hook."""
+def train_global(job: ClientJob, content: RecordDict) -> ClientReply:
+    """Local SGD on the received model (with FedProx's proximal term when the server sends one)."""
+    job.raise_if("train-error")
+    config, data = job.config, job.data
+    received = from_record(content["arrays"])
+    mu = float(content["config"].get(PROXIMAL_MU_KEY, 0.0))
+    params, loss = train_local(
+        received, data.train, lr=config.lr, epochs=config.local_epochs, batch_size=config.batch_size,
+        rng=job.rng(TRAIN), prox_mu=mu,
+    )
+    return ClientReply({EXAMPLES_KEY: len(data.train), TRAIN_LOSS_KEY: loss}, params)
 
-    train_type = MessageType.TRAIN
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.send(grid, server_round, self.train_type, {n: arrays for n in self.node_ids(grid)})
+def evaluate_received(job: ClientJob, content: RecordDict) -> ClientReply:
+    """The received model on the client's test split."""
+    job.raise_if("evaluate-error")
+    evaluation = evaluate_local(from_record(content["arrays"]), job.data.test, job.index)
+    return ClientReply({EXAMPLES_KEY: evaluation.n, **evaluation_to_metrics(evaluation)})
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """The weighted average of the usable updates; None (keep the model) when there are none."""
-        updates = self.usable_updates(replies)
-        if not updates:
-            return None, None
-        return to_record(weighted_average([u.params for u in updates], [u.weight for u in updates])), None
+
+HANDLERS = {train_type(): train_global, evaluate_type(): evaluate_received}
+
+
+class FedAvg(Algorithm):
+    """McMahan et al.'s FedAvg with full participation: one global model, sent to every client."""
+
+    def __init__(self, setup: ServerSetup) -> None:
+        super().__init__(setup)
+        self.model = copy_params(setup.initial)
+
+    def train_payload(self, server_round: int, client: int) -> Payload:
+        return self.global_payload
+
+    def evaluate_payload(self, server_round: int, client: int) -> Payload:
+        return self.global_payload
+
+    @property
+    def global_payload(self) -> Payload:
+        return Payload(self.model)
+
+    def aggregate(self, server_round: int, updates: Sequence[Update]) -> None:
+        """The weighted average of the usable updates; the model stays when there are none."""
+        if updates:
+            self.model = weighted_average([u.params for u in updates], [u.weight for u in updates])
+
+    def state(self) -> tuple[Params, dict[str, Any]]:
+        return self.model, {}
+
+    def restore(self, arrays: Params, state: Mapping[str, Any]) -> None:
+        self.model = dict(arrays)
+
+
+SPEC = StrategySpec(
+    name="fedavg",
+    summary="every client trains the global model; the server averages, weighted by training examples",
+    server=FedAvg,
+    handlers=HANDLERS,
+    study={"lr": 0.001, "local-epochs": 10},
+)

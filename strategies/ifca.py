@@ -2,39 +2,85 @@
 
 k cluster models live on the server. Every round each client scores all k on its own
 training data, joins the best, trains that one model and returns it; the server averages
-each cluster's updates separately. With `lambda > 0` the score adds the client's fairness
-gap under each model (Fair-FCA); with `lambda = 0` the rule is IFCA's argmin of loss, bit
+each cluster's updates separately. Fair-FCA's score adds the client's fairness gap under
+each model, weighted by `lambda`; with `lambda = 0` its rule is IFCA's argmin of loss, bit
 for bit.
 
 What goes over the wire: for training every client receives all k models, because IFCA's
 cluster choice is made by the client on its own data and needs every candidate; shipping
-only "its" cluster would freeze the first assignment. For evaluation a client deploys the
-model of the cluster it last joined: it receives all k models and every client's cluster and
-picks its own, so the server needs no node-to-state mapping (node ids change when a run is
-resumed, and a client that failed this round's training keeps its previous cluster). One income model is about 13 kB, so k
-models per client per round cost little next to local training.
+only "its" cluster would freeze the first assignment. For evaluation each client receives
+only the model of the cluster it last joined (cluster 0 before it joins one): the round loop
+knows which node serves which client. A client that failed this round's training keeps its
+previous cluster. One income model is about 13 kB, so k models per client per round cost
+little next to local training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import MetricRecord, RecordDict
 
-from clients.model import init_params
-from clients.tasks import TASKS
-from strategies.aggregation import Params, weighted_average
-from strategies.base import FairnessStrategy, RunContext
-from strategies.checkpoint import Checkpoint
-from strategies.messages import from_record, to_record
+from clients.job import ClientJob, ClientReply
+from clients.local import TRAIN, score_models, train_local
+from core.params import Params, from_record
+from core.settings import ConfigError, at_least, choice
+from core.tasks import ATTRIBUTES
+from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, evaluate_type, train_type
+from strategies.aggregation import weighted_average
+from strategies.algorithm import Algorithm, Payload, ServerSetup, StrategySpec
+from strategies.fedavg import HANDLERS as FEDAVG_HANDLERS
 from strategies.replies import Update
 
-IFCA_TRAIN = "train.ifca"
-IFCA_EVALUATE = "evaluate.ifca"
+TRAIN_MESSAGE = train_type("ifca")
+FAIR_METRICS = ("sp", "eo", "eodds")
+
+
+@dataclass(frozen=True)
+class IFCASettings:
+    """k cluster models, after `warmup-rounds` rounds of FedAvg (then k noisy copies of its model)."""
+
+    k: int = 2
+    warmup_rounds: int = 0
+
+    def validate(self, config: Any) -> None:
+        at_least("k", self.k, 1)
+        at_least("warmup-rounds", self.warmup_rounds, 0)
+        if self.warmup_rounds >= config.num_server_rounds:
+            raise ConfigError(
+                f"config key 'warmup-rounds' ({self.warmup_rounds}) must be smaller than "
+                f"'num-server-rounds' ({config.num_server_rounds})"
+            )
+
+    def choice_rule(self) -> tuple[float, str, str] | None:
+        """Fair-FCA's (lambda, attribute, metric); None: IFCA's loss-only choice."""
+        return None
+
+
+@dataclass(frozen=True)
+class FairIFCASettings(IFCASettings):
+    """Fair-FCA: the choice minimises loss_j + lambda * gap_j (the client's gap under model j)."""
+
+    fair_lambda: float = field(default=0.0, metadata={"key": "lambda"})
+    fair_attribute: str = "sex"
+    fair_metric: str = "sp"
+
+    def validate(self, config: Any) -> None:
+        super().validate(config)
+        validate_fairness(self)
+
+    def choice_rule(self) -> tuple[float, str, str] | None:
+        return self.fair_lambda, self.fair_attribute, self.fair_metric
+
+
+def validate_fairness(settings: Any) -> None:
+    """The rules of the fairness-aware keys shared by Fair-FCA and Fair-FL+HC."""
+    at_least("lambda", settings.fair_lambda, 0.0)
+    choice("fair-attribute", settings.fair_attribute, list(ATTRIBUTES))
+    choice("fair-metric", settings.fair_metric, FAIR_METRICS)
 
 
 def cluster_prefix(j: int) -> str:
@@ -65,9 +111,9 @@ def aggregate_clusters(
     return out
 
 
-def initial_cluster_models(width: int, hidden: int, seed: int, k: int) -> list[Params]:
-    """k independently seeded models (cluster j uses a seed derived from (seed, j))."""
-    return [init_params(width, hidden, int(np.random.SeedSequence([seed, j]).generate_state(1)[0])) for j in range(k)]
+def cluster_seeds(seed: int, k: int) -> list[int]:
+    """The seeds of k independently initialised cluster models, derived from (seed, j)."""
+    return [int(np.random.SeedSequence([seed, j]).generate_state(1)[0]) for j in range(k)]
 
 
 def perturbed_copies(model: Params, k: int, seed: int, scale: float = 0.01) -> list[Params]:
@@ -79,12 +125,9 @@ def perturbed_copies(model: Params, k: int, seed: int, scale: float = 0.01) -> l
     return out
 
 
-def models_record(models: Sequence[Params]) -> ArrayRecord:
-    record = ArrayRecord()
-    for j, model in enumerate(models):
-        for key, array in to_record(model, cluster_prefix(j)).items():
-            record[key] = array
-    return record
+def models_arrays(models: Sequence[Params]) -> Params:
+    """The k models in one flat dict, each under its cluster's key prefix."""
+    return {f"{cluster_prefix(j)}{key}": value for j, model in enumerate(models) for key, value in model.items()}
 
 
 def cluster_reply_problem(metrics: MetricRecord, k: int) -> str | None:
@@ -100,80 +143,111 @@ def cluster_reply_problem(metrics: MetricRecord, k: int) -> str | None:
     return None
 
 
-class IFCAStrategy(FairnessStrategy):
-    """IFCA, or Fair-FCA when `lambda > 0` (the clients apply the rule; see module docstring).
+def train_in_cluster(job: ClientJob, content: RecordDict) -> ClientReply:
+    """Score the k received models on the training split, join the best, train it."""
+    job.raise_if("train-error")
+    config, data, own = job.config, job.data, job.config.params
+    models = [from_record(content["arrays"], cluster_prefix(j)) for j in range(own.k)]
+    rule = own.choice_rule()
+    lam, attribute, metric = rule if rule else (0.0, "sex", "sp")
+    losses, gaps = score_models(models, data.train, attribute, metric)
+    cluster = choose_cluster(losses, gaps, lam)
+    params, loss = train_local(
+        models[cluster], data.train, lr=config.lr, epochs=config.local_epochs,
+        batch_size=config.batch_size, rng=job.rng(TRAIN),
+    )
+    metrics = {EXAMPLES_KEY: len(data.train), TRAIN_LOSS_KEY: loss, "cluster": cluster,
+               "losses": [float(v) for v in losses]}
+    if rule:
+        metrics["gaps"] = [float(v) for v in gaps]  # what the choice used: recorded in clusters.csv
+    return ClientReply(metrics, params)
+
+
+class IFCA(Algorithm):
+    """IFCA, or Fair-FCA with a choice rule (the clients apply it; see module docstring).
 
     A client keeps the cluster it last joined until it next trains successfully, so a failed
     client is evaluated with its previous cluster's model, and a cluster that loses all its
     members keeps its model.
     """
 
-    evaluate_type = IFCA_EVALUATE
+    evaluate_message = evaluate_type()
 
-    def __init__(self, run: RunContext) -> None:
-        super().__init__(run)
-        task = TASKS[self.config.task]
-        self.models = initial_cluster_models(task.width, task.hidden, self.config.seed, self.config.k)
+    def __init__(self, setup: ServerSetup) -> None:
+        super().__init__(setup)
+        self.own = setup.config.params
+        self.models = [setup.init_model(s) for s in cluster_seeds(setup.config.seed, self.own.k)]
         self.client_cluster: dict[int, int] = {}
-
-    def initial_arrays(self) -> ArrayRecord:
-        return models_record(self.models)
+        self.arrays = models_arrays(self.models)
 
     def warming_up(self, server_round: int) -> bool:
-        return server_round <= self.config.warmup_rounds
+        return server_round <= self.own.warmup_rounds
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        nodes = self.node_ids(grid)
-        if self.warming_up(server_round):
-            return self.send(grid, server_round, MessageType.TRAIN, {n: to_record(self.models[0]) for n in nodes})
-        record = models_record(self.models)
-        return self.send(grid, server_round, IFCA_TRAIN, {n: record for n in nodes})
+    def train_message_for(self, server_round: int) -> str:
+        return train_type() if self.warming_up(server_round) else TRAIN_MESSAGE
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def train_payload(self, server_round: int, client: int) -> Payload:
+        return Payload(self.models[0] if self.warming_up(server_round) else self.arrays)
+
+    def check_update(self, server_round: int, metrics: MetricRecord) -> str | None:
+        return None if self.warming_up(server_round) else cluster_reply_problem(metrics, self.own.k)
+
+    def aggregate(self, server_round: int, updates: Sequence[Update]) -> list[dict[str, Any]] | None:
         if self.warming_up(server_round):
-            updates = self.usable_updates(replies)
             warm = weighted_average([u.params for u in updates], [u.weight for u in updates]) if updates else self.models[0]
-            last = server_round == self.config.warmup_rounds
-            self.models = perturbed_copies(warm, self.config.k, self.config.seed) if last else [warm] * self.config.k
-            return models_record(self.models), None
-        updates = self.usable_updates(replies, lambda metrics: cluster_reply_problem(metrics, self.config.k))
+            last = server_round == self.own.warmup_rounds
+            self.models = perturbed_copies(warm, self.own.k, self.config.seed) if last else [warm] * self.own.k
+            self.arrays = models_arrays(self.models)
+            return None
         assignments = [int(u.metrics["cluster"]) for u in updates]
         self.models = aggregate_clusters(self.models, [u.params for u in updates], [u.weight for u in updates], assignments)
-        self.client_cluster.update({u.state_index: c for u, c in zip(updates, assignments)})
-        self.stage_clusters(server_round, updates)
-        return models_record(self.models), None
+        self.arrays = models_arrays(self.models)
+        self.client_cluster.update({u.client_index: c for u, c in zip(updates, assignments)})
+        return [self.choice_row(server_round, u) for u in updates]
 
-    def stage_clusters(self, server_round: int, updates: list[Update]) -> None:
-        rows = []
-        for u in updates:
-            row = {"round": server_round, "state": self.clients[u.state_index], "cluster": int(u.metrics["cluster"])}
-            row.update({f"loss_{j}": float(v) for j, v in enumerate(u.metrics["losses"])})
-            rows.append(row)
-        self.staged["clusters.csv"] = pd.DataFrame(rows, columns=["round", "state", "cluster"]
-                                                   + [f"loss_{j}" for j in range(self.config.k)])
+    def choice_row(self, server_round: int, update: Update) -> dict[str, Any]:
+        """A clusters.csv row: the choice, each model's loss and, when the rule used them, its gap."""
+        row = {"round": server_round, "state": self.clients[update.client_index], "cluster": int(update.metrics["cluster"])}
+        row.update({f"loss_{j}": float(v) for j, v in enumerate(update.metrics["losses"])})
+        if self.own.choice_rule():
+            row.update({f"gap_{j}": float(v) for j, v in enumerate(update.metrics["gaps"])})
+        return row
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Every client gets the k models and each client's cluster (0 until it joins one) and deploys its own."""
-        clusters = [self.client_cluster.get(i, 0) for i in range(len(self.clients))]
-        record = models_record(self.models)
-        return self.send(grid, server_round, self.evaluate_type, {n: record for n in self.node_ids(grid)},
-                         {"clusters": clusters})
+    def evaluate_payload(self, server_round: int, client: int) -> Payload:
+        return Payload(self.models[self.client_cluster.get(client, 0)])
 
-    def cluster_of_clients(self) -> dict[int, int]:
+    def clusters(self) -> dict[int, int]:
         return dict(self.client_cluster)
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def state(self) -> tuple[Params, dict[str, Any]]:
         clusters = {self.clients[i]: c for i, c in sorted(self.client_cluster.items())}
-        return {**super().checkpoint_state(), "clusters": clusters}
+        return self.arrays, {"clusters": clusters}
 
-    def resume(self, checkpoint: Checkpoint) -> ArrayRecord:
-        arrays = super().resume(checkpoint)
-        self.models = [from_record(arrays, cluster_prefix(j)) for j in range(self.config.k)]
-        self.client_cluster = {self.clients.index(label): int(c) for label, c in checkpoint.strategy_state["clusters"].items()}
-        return arrays
+    def restore(self, arrays: Params, state: Mapping[str, Any]) -> None:
+        self.models = [{k[len(cluster_prefix(j)):]: v for k, v in arrays.items() if k.startswith(cluster_prefix(j))}
+                       for j in range(self.own.k)]
+        self.arrays = models_arrays(self.models)
+        self.client_cluster = {self.clients.index(label): int(c) for label, c in state["clusters"].items()}
+
+
+HANDLERS = {**FEDAVG_HANDLERS, TRAIN_MESSAGE: train_in_cluster}
+STUDY = {"lr": 0.05, "local-epochs": 1}
+
+SPEC = StrategySpec(
+    name="ifca",
+    summary=("`k` seeded cluster models; every client scores all k on its training data, joins the lowest loss "
+             "and trains it; the server averages each cluster; clients deploy their cluster's model"),
+    server=IFCA,
+    settings=IFCASettings,
+    handlers=HANDLERS,
+    study=STUDY,
+)
+FAIR_SPEC = StrategySpec(
+    name="fair-ifca",
+    summary=("Fair-FCA: IFCA whose choice minimises `loss_j + lambda * gap_j`, the client's `fair-metric` gap for "
+             "`fair-attribute` under model j on its training data (`lambda = 0` is IFCA exactly)"),
+    server=IFCA,
+    settings=FairIFCASettings,
+    handlers=HANDLERS,
+    study={**STUDY, "lambda": 1.0},
+)

@@ -8,21 +8,80 @@ personalization on accuracy and fairness is visible within one run.
 
 from __future__ import annotations
 
-from flwr.app import MetricRecord
+from dataclasses import dataclass
 
-from strategies.fedavg import FedAvgStrategy
-from strategies.messages import Evaluation, metrics_to_evaluation
+from flwr.app import MetricRecord, RecordDict
 
-PERFEDAVG_TRAIN = "train.perfedavg"
-PERFEDAVG_EVALUATE = "evaluate.perfedavg"
+from clients.job import ClientJob, ClientReply
+from clients.local import ADAPT, TRAIN, evaluate_local
+from clients.personalization import adapt, meta_train
+from core.params import from_record
+from core.settings import at_least, choice
+from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, Evaluation, evaluate_type, evaluation_to_metrics, metrics_to_evaluation, train_type
+from strategies.algorithm import StrategySpec
+from strategies.fedavg import FedAvg
+
+NAME = "perfedavg"
+TRAIN_MESSAGE = train_type(NAME)
+EVALUATE_MESSAGE = evaluate_type(NAME)
 GLOBAL_PREFIX = "global."
+MAML_VARIANTS = ("first-order", "hessian-free")
 
 
-class PerFedAvgStrategy(FedAvgStrategy):
+@dataclass(frozen=True)
+class PerFedAvgSettings:
+    """Inner and adaptation step size = lr; outer step size = meta-lr."""
+
+    maml_variant: str = "first-order"
+    meta_lr: float = 0.001
+    adapt_steps: int = 5
+
+    def validate(self, config: object) -> None:
+        choice("maml-variant", self.maml_variant, MAML_VARIANTS)
+        at_least("meta-lr", self.meta_lr, 0.0, strict=True)
+        at_least("adapt-steps", self.adapt_steps, 0)
+
+
+def train_meta(job: ClientJob, content: RecordDict) -> ClientReply:
+    job.raise_if("train-error")
+    config, data, own = job.config, job.data, job.config.params
+    params, loss = meta_train(
+        from_record(content["arrays"]), data.train, alpha=config.lr, beta=own.meta_lr,
+        epochs=config.local_epochs, batch_size=config.batch_size, rng=job.rng(TRAIN), variant=own.maml_variant,
+    )
+    return ClientReply({EXAMPLES_KEY: len(data.train), TRAIN_LOSS_KEY: loss}, params)
+
+
+def evaluate_adapted(job: ClientJob, content: RecordDict) -> ClientReply:
+    """The adapted model (deployed) and the received global model, both on the test split."""
+    job.raise_if("evaluate-error")
+    config, data = job.config, job.data
+    global_params = from_record(content["arrays"])
+    adapted = adapt(global_params, data.train, steps=config.params.adapt_steps, lr=config.lr,
+                    batch_size=config.batch_size, rng=job.rng(ADAPT))
+    deployed = evaluate_local(adapted, data.test, job.index)
+    unadapted = evaluate_local(global_params, data.test, job.index)
+    return ClientReply({
+        EXAMPLES_KEY: deployed.n, **evaluation_to_metrics(deployed), **evaluation_to_metrics(unadapted, GLOBAL_PREFIX),
+    })
+
+
+class PerFedAvg(FedAvg):
     """FedAvg aggregation of meta-models; evaluation of adapted and global models."""
 
-    train_type = PERFEDAVG_TRAIN
-    evaluate_type = PERFEDAVG_EVALUATE
+    train_message = TRAIN_MESSAGE
+    evaluate_message = EVALUATE_MESSAGE
 
     def read_evaluation(self, metrics: MetricRecord) -> dict[str, Evaluation]:
         return {"deployed": metrics_to_evaluation(metrics), "global": metrics_to_evaluation(metrics, GLOBAL_PREFIX)}
+
+
+SPEC = StrategySpec(
+    name=NAME,
+    summary=("MAML-style meta-training (first-order or Hessian-free); each client deploys the global model "
+             "adapted by `adapt-steps` SGD steps on its training split; `global_*` metrics report the unadapted model"),
+    server=PerFedAvg,
+    settings=PerFedAvgSettings,
+    handlers={TRAIN_MESSAGE: train_meta, EVALUATE_MESSAGE: evaluate_adapted},
+    study={"lr": 0.001, "local-epochs": 10},
+)

@@ -4,7 +4,7 @@ A training reply is unusable when its update has other keys, shapes or dtypes th
 model, holds a non-finite value, or its metrics lack what aggregation needs; an evaluation
 reply when its counts cannot be read. Usable replies come back sorted by client index, so
 aggregation does not depend on the order in which replies arrive. `clients` are the run's
-client labels (clients/shards.py), indexed by the replies' `state-index`.
+client labels (clients/shards.py), indexed by the client each reply names (`CLIENT_KEY`).
 """
 
 from __future__ import annotations
@@ -12,37 +12,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from logging import WARNING
 
 import numpy as np
 from flwr.app import Message, MetricRecord
+from flwr.common.logger import log
 
-from strategies.messages import Evaluation, Params, from_record
+from core.params import Params, from_record
+from core.rounds import RoundHealth
+from core.wire import CLIENT_KEY, EXAMPLES_KEY, Evaluation
 
 REASON_CHARS = 300  # console excerpt of a client's error
-
-
-@dataclass
-class RoundHealth:
-    """What went wrong in one round; written to metrics.csv as `ALL` rows."""
-
-    failed_clients: int = 0  # training replies that were errors or never came
-    rejected_updates: int = 0  # training replies whose update could not be used
-    failed_evaluations: int = 0  # evaluation replies that were errors, unreadable or never came
-    model_kept: bool = False  # nobody returned a usable update: the previous model stays
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "failed_clients": self.failed_clients,
-            "rejected_updates": self.rejected_updates,
-            "failed_evaluations": self.failed_evaluations,
-        }
 
 
 @dataclass(frozen=True)
 class Update:
     """One client's usable training result."""
 
-    state_index: int
+    client_index: int
     params: Params
     weight: float
     metrics: MetricRecord
@@ -87,19 +74,30 @@ def usable_updates(
 
     `check` adds a strategy's own condition on a reply's metrics (e.g. a valid cluster id).
     """
+    return [update for update, _ in usable_replies(replies, shapes, clients, health, check)]
+
+
+def usable_replies(
+    replies: Iterable[Message],
+    shapes: Mapping[str, tuple[int, ...]],
+    clients: tuple[str, ...],
+    health: RoundHealth,
+    check: Callable[[MetricRecord], str | None] | None = None,
+) -> list[tuple[Update, Message]]:
+    """`usable_updates` with each update's reply message (for strategies that aggregate messages)."""
     replies = list(replies)
-    updates = []
+    usable = []
     for message in replies:
         if message.has_error():
-            print(f"client failed in training: {reply_failure(message)}", flush=True)
+            log(WARNING, "client failed in training: %s", reply_failure(message))
             continue
         try:
-            updates.append(read_update(message, shapes, clients, check))
+            usable.append((read_update(message, shapes, clients, check), message))
         except UnusableUpdate as err:
             health.rejected_updates += 1
-            print(err, flush=True)
+            log(WARNING, "%s", err)
     health.failed_clients += len(clients) - sum(not m.has_error() for m in replies)
-    return sorted(updates, key=lambda u: u.state_index)
+    return sorted(usable, key=lambda pair: pair[0].client_index)
 
 
 def read_update(
@@ -111,13 +109,13 @@ def read_update(
     """One training reply as an Update, or UnusableUpdate naming the sender and the reason."""
     try:
         metrics = message.content["metrics"]
-        index = int(metrics["state-index"])
-        weight = float(metrics["num-examples"])
+        index = int(metrics[CLIENT_KEY])
+        weight = float(metrics[EXAMPLES_KEY])
         params = from_record(message.content["arrays"])
     except (KeyError, TypeError, ValueError) as err:
         raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"malformed reply ({err!r})") from err
     if not 0 <= index < len(clients):
-        raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"state-index {index} outside 0..{len(clients) - 1}")
+        raise UnusableUpdate(f"node {message.metadata.src_node_id}", f"{CLIENT_KEY} {index} outside 0..{len(clients) - 1}")
     if not (math.isfinite(weight) and weight > 0):
         raise UnusableUpdate(clients[index], f"num-examples must be a positive number, got {weight}")
     problem = update_problem(params, shapes) or (check(metrics) if check else None)
@@ -136,23 +134,23 @@ def usable_evaluations(
     usable = []
     for message in replies:
         if message.has_error():
-            print(f"client failed in evaluation: {reply_failure(message)}", flush=True)
+            log(WARNING, "client failed in evaluation: %s", reply_failure(message))
             continue
         try:
             evaluations = read(message.content["metrics"])
         except (KeyError, TypeError, ValueError) as err:
-            print(f"unreadable evaluation from node {message.metadata.src_node_id}: {err}", flush=True)
+            log(WARNING, "unreadable evaluation from node %s: %s", message.metadata.src_node_id, err)
             continue
         if all(_plausible(e, len(clients)) for e in evaluations.values()):
             usable.append(evaluations)
         else:
-            print(f"implausible evaluation from node {message.metadata.src_node_id}", flush=True)
+            log(WARNING, "implausible evaluation from node %s", message.metadata.src_node_id)
     health.failed_evaluations += len(clients) - len(usable)
-    return sorted(usable, key=lambda tags: next(iter(tags.values())).state_index)
+    return sorted(usable, key=lambda tags: next(iter(tags.values())).client_index)
 
 
 def _plausible(evaluation: Evaluation, num_clients: int) -> bool:
     """A client index in range and non-negative counts."""
-    return 0 <= evaluation.state_index < num_clients and all(
+    return 0 <= evaluation.client_index < num_clients and all(
         (c >= 0).all() for c in evaluation.counts.values()
     )

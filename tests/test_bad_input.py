@@ -12,15 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clients.sources import FOLKTABLES_STATES
-from clients.tasks import ATTRIBUTES, INCOME, TASKS
-from conftest import REPO, income_frame, run_in_process
-from fl_app.config import DATA_SOURCES, FAIL_MODES, FAIR_METRICS, MAML_VARIANTS, STRATEGIES
+from core.states import FOLKTABLES_STATES
+from core.tasks import ATTRIBUTES, INCOME, TASKS
+from tests.conftest import REPO, income_frame, run_in_process
+from fl_app.config import DATA_SOURCES, FAIL_MODES
+from strategies.flower import NAMES as FLOWER_NAMES
+from strategies.ifca import FAIR_METRICS
+from strategies.perfedavg import MAML_VARIANTS
+from strategies.registry import STRATEGIES
 
 EXAMPLES = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 BASE = {"states": "AL,CA", "data-source": "synthetic", "synthetic-rows": 200, "num-server-rounds": 1, "local-epochs": 1}
 
-CHOICES = {"task": list(TASKS), "strategy": STRATEGIES, "data-source": DATA_SOURCES, "fair-attribute": list(ATTRIBUTES),
+CHOICES = {"task": list(TASKS), "strategy": [*STRATEGIES, *FLOWER_NAMES], "data-source": DATA_SOURCES, "fair-attribute": list(ATTRIBUTES),
            "fair-metric": FAIR_METRICS, "maml-variant": MAML_VARIANTS, "fail-mode": FAIL_MODES}
 INT_MINIMUM = {"num-server-rounds": 1, "local-epochs": 1, "batch-size": 1, "seed": 0, "synthetic-rows": 0, "k": 1,
                "warmup-rounds": 0, "adapt-steps": 0}

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from analysis.compare import COMPARE_COLUMNS, ResultsError, RunResults, compare_runs, gain_loss_summary, main
-from analysis.results import COUNTS_COLUMNS, METRICS_COLUMNS
-from clients.tasks import ATTRIBUTES
+from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS
+from core.tasks import ATTRIBUTES
 
 NAN = math.nan
 # state -> (accuracy, sp_gap sex, sp_gap race) at the final round (2); other gaps are 0.1 everywhere.

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
+from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts, valid_keys
+from strategies.registry import strategy_keys
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -21,8 +22,22 @@ def test_pyproject_defaults_are_the_study_settings():
     )
 
 
-def test_every_pyproject_key_is_a_config_field_and_back():
-    assert set(pyproject_defaults()) == set(RunConfig().to_dict())
+def test_every_pyproject_key_is_a_config_key_and_back():
+    assert sorted(pyproject_defaults()) == sorted(valid_keys())
+
+
+def test_pyproject_defaults_equal_the_declared_ones():
+    declared = {**RunConfig().to_dict(), **{k: default for k, (default, _, _) in strategy_keys().items()}}
+    assert pyproject_defaults() == declared
+
+
+def test_a_key_of_another_strategy_is_refused_naming_its_owners():
+    with pytest.raises(ConfigError, match="config key 'k' belongs to strategy ifca, fair-ifca, not 'fedavg'"):
+        parse_config({"strategy": "fedavg", "k": 3})
+
+
+def test_a_key_of_another_strategy_at_its_default_is_accepted():
+    assert parse_config({"strategy": "fedavg", "k": 2}).params is None
 
 
 def test_states_are_parsed_into_upper_case_codes():
@@ -35,7 +50,9 @@ def test_states_are_parsed_into_upper_case_codes():
         ({"task": "health"}, "unknown task 'health'; valid choices: income, employment"),
         ({"strategy": "fedprox"}, "unknown strategy 'fedprox'; valid choices: fedavg, perfedavg, ifca, fair-ifca"),
         ({"data-source": "s3"}, "unknown data-source 's3'; valid choices: auto, table, folktables, synthetic"),
-        ({"fair-attribute": "age"}, "unknown fair-attribute 'age'; valid choices: sex, race"),
+        ({"strategy": "fair-ifca", "fair-attribute": "age"}, "unknown fair-attribute 'age'; valid choices: sex, race"),
+        ({"strategy": "flwr:FedNova"}, "unknown strategy 'flwr:FedNova'; valid Flower strategies: flwr:FedAvg, flwr:FedProx"),
+        ({"strategy": "flwr:FedProx", "server-lr": 0.5}, "config key 'server-lr' is not read by strategy 'flwr:FedProx'"),
         ({"lr": -0.1}, "config key 'lr' must be > 0, got -0.1"),
         ({"num-server-rounds": 0}, "config key 'num-server-rounds' must be >= 1, got 0"),
         ({"clients-per-state": 0}, "config key 'clients-per-state' must be >= 1, got 0"),

@@ -3,7 +3,7 @@
 import numpy as np
 
 from clients.data import build_state_data, split_indices
-from clients.tasks import INCOME, encode
+from core.tasks import INCOME, encode
 
 
 def test_split_is_eighty_twenty_and_a_partition():

@@ -5,10 +5,12 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients.model import init_params
-from conftest import REAL_RUN_CONFIG, InProcessGrid, run_in_process, run_sh
-from strategies.messages import to_record
-from strategies.replies import RoundHealth, usable_updates
+from core.torch_model import init_params
+from tests.conftest import REAL_RUN_CONFIG, InProcessGrid, run_in_process, run_sh
+from core.params import to_record
+from core.rounds import RoundHealth
+from core.wire import CLIENT_KEY
+from strategies.replies import usable_updates
 
 IFCA = {"strategy": "ifca", "states": "AL,CA,OH,TX,VT,WA", "synthetic-reversed": "TX,VT,WA", "data-source": "synthetic",
         "synthetic-rows": 1500, "num-server-rounds": 3, "local-epochs": 1, "lr": 0.3, "warmup-rounds": 1,
@@ -30,13 +32,13 @@ SHAPES = {k: v.shape for k, v in init_params(6, 4, 0).items()}
 def update_reply(state_index: int) -> Message:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # as InProcessGrid sets them
     params = {k: np.full(shape, state_index, np.float32) for k, shape in SHAPES.items()}
-    metrics = MetricRecord({"state-index": state_index, "num-examples": 10})
+    metrics = MetricRecord({CLIENT_KEY: state_index, "num-examples": 10})
     return Message(RecordDict({"arrays": to_record(params), "metrics": metrics}), dst_node_id=1, message_type="train")
 
 
 def test_updates_are_aggregated_in_state_order_whatever_the_arrival_order():
     updates = usable_updates([update_reply(i) for i in (2, 0, 1)], SHAPES, ("AL", "CA", "WY"), RoundHealth())
-    assert [u.state_index for u in updates] == [0, 1, 2]
+    assert [u.client_index for u in updates] == [0, 1, 2]
     assert [float(u.params["fc2.bias"][0]) for u in updates] == [0.0, 1.0, 2.0]
 
 

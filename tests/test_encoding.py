@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from clients.tasks import EMPLOYMENT, INCOME, Binned, encode, protected_groups
+from core.tasks import EMPLOYMENT, INCOME, Binned, encode, protected_groups
 
 
 def income_row(**codes) -> dict:

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score
 
-from analysis.fairness import CELLS, confusion_counts, metrics_frame, population_metrics
+from core.counts import CELLS, confusion_counts, population_metrics
+from recorder.metrics import metrics_frame
 
 GROUPS = {"sex": ("male", "female"), "race": ("white", "non-white")}
 GAPS = ("sp_gap", "eo_gap", "eodds_gap")

@@ -6,10 +6,10 @@ import pytest
 from flwr.app import MetricRecord
 
 from clients.local import UPDATE_FAULTS, corrupt_update, fault_strikes
-from clients.model import init_params
+from core.torch_model import init_params
 from clients.shards import ClientId
-from clients.sources import FOLKTABLES_STATES
-from conftest import run_in_process
+from core.states import FOLKTABLES_STATES
+from tests.conftest import run_in_process
 from strategies.ifca import cluster_reply_problem
 from strategies.replies import update_problem
 
@@ -110,11 +110,11 @@ def test_a_bad_update_is_rejected_counted_and_never_averaged(mode, federation, t
     pd.testing.assert_frame_equal(state_rows(metrics, ["AL", "WY"]), state_rows(without_ca, ["AL", "WY"]))
 
 
-def test_a_round_without_usable_updates_keeps_the_model_and_says_so(federation, tmp_path, capsys):
+def test_a_round_without_usable_updates_keeps_the_model_and_says_so(federation, tmp_path, caplog):
     metrics = read_metrics(federation({**SETTINGS, "fail-states": ",".join(STATES)}, tmp_path / "r"))
     rounds = [state_rows(metrics[metrics["round"] == r], STATES).drop(columns="round") for r in (1, 2)]
     pd.testing.assert_frame_equal(rounds[0], rounds[1])
-    assert capsys.readouterr().out.count("no usable update: previous model kept") == 2
+    assert caplog.text.count("no usable update: previous model kept") == 2
 
 
 def test_a_client_failing_in_evaluation_loses_its_rows_for_the_round(federation, tmp_path):
@@ -139,9 +139,9 @@ def test_failure_counts_follow_the_seeded_draws(federation, tmp_path):
     assert health(metrics, "failed_clients") == expected and 0 < sum(expected) < 12
 
 
-def test_the_console_line_counts_failures(federation, tmp_path, capsys):
+def test_the_console_line_counts_failures(federation, tmp_path, caplog):
     federation({**SETTINGS, "num-server-rounds": 1, "fail-states": "CA,WY"}, tmp_path / "r")
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("round "))
+    line = next(l for l in caplog.text.splitlines() if "round   1 |" in l)
     assert "| failed 2 rejected 0 eval-failed 0 |" in line
 
 

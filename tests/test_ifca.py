@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from strategies.ifca import aggregate_clusters, choose_cluster, initial_cluster_models, perturbed_copies
+from core.torch_model import init_params
+from strategies.ifca import aggregate_clusters, choose_cluster, cluster_seeds, perturbed_copies
 
 
 def model(value: float) -> dict[str, np.ndarray]:
@@ -40,7 +41,7 @@ def test_a_cluster_nobody_chose_keeps_its_model():
 
 
 def test_initial_clusters_are_distinct_and_reproducible():
-    a, b = initial_cluster_models(101, 32, seed=0, k=2), initial_cluster_models(101, 32, seed=0, k=2)
+    a, b = ([init_params(101, 32, s) for s in cluster_seeds(0, 2)] for _ in range(2))
     assert np.array_equal(a[1]["fc1.weight"], b[1]["fc1.weight"])
     assert not np.array_equal(a[0]["fc1.weight"], a[1]["fc1.weight"])
 
@@ -86,10 +87,19 @@ def test_fair_ifca_with_lambda_zero_reproduces_ifca(federation, tmp_path):
     settings = {**SETTINGS, "num-server-rounds": 3}
     ifca = federation({**settings, "strategy": "ifca"}, tmp_path / "ifca")
     fair = federation({**settings, "strategy": "fair-ifca", "lambda": 0.0}, tmp_path / "fair")
-    for name in ("clusters.csv", "metrics.csv", "counts.csv"):
+    for name in ("metrics.csv", "counts.csv"):
         assert (ifca / name).read_text() == (fair / name).read_text(), name
+    choices = pd.read_csv(ifca / "clusters.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(fair / "clusters.csv")[choices.columns], choices)
+
+
+def test_fair_ifca_records_the_gaps_its_choice_used(federation, tmp_path):
+    fair = pd.read_csv(federation({**SETTINGS, "strategy": "fair-ifca", "lambda": 1.0}, tmp_path / "fair") / "clusters.csv")
+    assert list(fair.columns) == ["round", "state", "cluster", "loss_0", "loss_1", "gap_0", "gap_1"]
+    score = fair[["loss_0", "loss_1"]].to_numpy() + fair[["gap_0", "gap_1"]].fillna(0).to_numpy()
+    assert (score.argmin(axis=1) == fair["cluster"]).all()
 
 
 def test_ifca_refuses_a_fairness_weight(federation, tmp_path):
-    with pytest.raises(ValueError, match="'lambda' applies to strategy 'fair-ifca'"):
+    with pytest.raises(ValueError, match="config key 'lambda' belongs to strategy fair-ifca, not 'ifca'"):
         federation({**SETTINGS, "strategy": "ifca", "lambda": 0.5}, tmp_path / "x")

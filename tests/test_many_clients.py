@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fl_app import check
-from strategies.base import FederationSizeError
+from strategies.loop import FederationSizeError
 
 STATES = ["AL", "CA", "WY"]
 LABELS = [f"{s}-{j}" for s in STATES for j in range(4)]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from clients.data import Split
-from clients.model import init_params
+from core.torch_model import init_params
 from clients.personalization import adapt, meta_train
 from clients.training import batch_slices, gradient, mean_loss, predict_proba
 

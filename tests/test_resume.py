@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 from flwr.common.config import get_fused_config_from_dir
 
-from analysis.results import ResultsError, ResultsWriter
-from conftest import REAL_RUN_CONFIG, REPO, run_in_process, run_sh
+from recorder.files import ResultsError, ResultsWriter
+from tests.conftest import REAL_RUN_CONFIG, REPO, run_in_process, run_sh
 from fl_app.config import ConfigError
 from fl_app.setup import build_run
-from strategies.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
+from recorder.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 
 FEDAVG = {"states": "AL,CA,WY", "data-source": "synthetic", "synthetic-rows": 1500, "num-server-rounds": 4,
           "local-epochs": 2, "lr": 0.3, "batch-size": 16}
@@ -38,7 +38,7 @@ KILL_SCRIPT = """
 import json, os, signal, sys
 from pathlib import Path
 sys.path[:0] = [{tests!r}, {repo!r}]
-from conftest import run_in_process
+from tests.conftest import run_in_process
 overrides, results, name, nth = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 real_replace, seen = os.replace, []
 def replace(src, dst):

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from clients.sources import DataError, check_table, resolve_source, state_records
-from clients.tasks import INCOME
+from core.tasks import INCOME
 
 
 @pytest.fixture

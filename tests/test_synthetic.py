@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from clients.synthetic import BLANKABLE, COLUMNS, synthetic_pums, write_folktables_fixture
-from clients.tasks import MISSING, TASKS, Binned, Numeric, OneHot, Task, encode
+from core.tasks import MISSING, TASKS, Binned, Numeric, OneHot, Task, encode
 
 NORMAL = ("AL", "OH", "WA")
 REVERSED = ("TX", "VT")

@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from clients.model import PARAM_KEYS, TorchMLP, init_params, to_torch
-from clients.tasks import TASKS
+from core.params import PARAM_KEYS
+from core.torch_model import TorchMLP, init_params, to_torch
+from core.tasks import TASKS
 from clients.training import (
     batch_slices,
     gradient,
     mean_loss,
     predict_proba,
     train_sgd,
-    train_sgd_torch,
 )
+from clients.torch_reference import train_sgd_torch
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 

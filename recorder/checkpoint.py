@@ -19,14 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from analysis.results import ResultsError, write_atomic
+from core.params import Params
+from recorder.files import ResultsError, write_atomic
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = 1
 _META = "meta"
 _ARRAY = "array:"
-
-Params = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)

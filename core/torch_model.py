@@ -1,7 +1,7 @@
-"""The client model: a one-hidden-layer MLP, held as a dict of float32 numpy arrays.
+"""The torch reference of the client model: its layout and its seeded initialisation.
 
-Parameters travel as plain numpy so that Flower, the strategies and the fast trainer all
-share one representation; `TorchMLP` is the reference that fixes their layout and init.
+Only the server (to draw the initial model) and the tests and benchmarks (as the autograd
+reference) import torch; the ClientApp trains with the project's own kernels and never does.
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-Params = dict[str, np.ndarray]
-
-PARAM_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+from core.params import PARAM_KEYS, Params
 
 
 class TorchMLP(torch.nn.Module):
@@ -49,8 +47,3 @@ def to_torch(params: Params) -> TorchMLP:
     model = TorchMLP(width, hidden)
     model.load_state_dict({k: torch.tensor(params[k], dtype=torch.float32) for k in PARAM_KEYS})
     return model
-
-
-def copy_params(params: Params) -> Params:
-    """Deep float32 copy, so callers never share buffers with a trainer."""
-    return {k: np.array(params[k], dtype=np.float32, copy=True) for k in PARAM_KEYS}

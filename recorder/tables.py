@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from analysis.results import COUNTS_COLUMNS, METRICS_COLUMNS
-from clients.tasks import ATTRIBUTES
-from strategies.messages import Evaluation
+from core.tasks import ATTRIBUTES
+from core.wire import Evaluation
+from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS
 
 COUNT_FIELDS = ("tp", "fp", "tn", "fn")
 
@@ -24,9 +24,9 @@ def evaluation_tables(
     column) and `clusters` maps client index to cluster id."""
     clusters = clusters or {}
     count_rows, client_rows = [], []
-    for ev in sorted(evaluations, key=lambda e: e.state_index):
-        state = clients[ev.state_index]
-        cluster = clusters.get(ev.state_index, pd.NA)
+    for ev in sorted(evaluations, key=lambda e: e.client_index):
+        state = clients[ev.client_index]
+        cluster = clusters.get(ev.client_index, pd.NA)
         client_rows.append(
             {"round": server_round, "state": state, "cluster": cluster, "n": ev.n, "loss": ev.loss, "model": model}
         )

@@ -1,0 +1,42 @@
+"""One message's work on a client, as the strategy modules' client handlers receive it.
+
+The ClientApp (fl_app/client_app.py) builds a `ClientJob` from the message and the node,
+calls the handler the message type names, and turns its `ClientReply` into Flower's reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clients.data import StateData
+from clients.local import InjectedFault, local_rng
+from core.params import Params
+
+
+@dataclass(frozen=True)
+class ClientJob:
+    """The run config, this client's data and index, the round, and any fault to inject."""
+
+    config: Any  # fl_app.config.RunConfig: common keys plus `params`, the strategy's own
+    data: StateData
+    index: int
+    server_round: int
+    fault: str | None
+
+    def rng(self, purpose: int) -> np.random.Generator:
+        return local_rng(self.config.seed, self.data.client, self.server_round, purpose)
+
+    def raise_if(self, mode: str) -> None:
+        if self.fault == mode:
+            raise InjectedFault(f"injected {mode} in {self.data.client.label}, round {self.server_round}")
+
+
+@dataclass(frozen=True)
+class ClientReply:
+    """What a handler returns: an update (training) or none (evaluation), and its metrics."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    params: Params | None = None

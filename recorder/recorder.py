@@ -1,0 +1,114 @@
+"""The recorder: one completed round, as a value, into rows, files, a checkpoint and a log line.
+
+Rows are written per round, each file replaced whole (recorder/files.py), and the checkpoint
+after them, so a run killed at any moment resumes from its last complete round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from logging import INFO
+from typing import Any
+
+import pandas as pd
+from flwr.common.logger import log
+
+from core.params import Params
+from core.rounds import RoundResult
+from core.tasks import ATTRIBUTES
+from recorder.checkpoint import Checkpoint, save_checkpoint
+from recorder.files import ResultsWriter
+from recorder.metrics import metrics_frame
+from recorder.tables import evaluation_tables, health_rows
+
+
+def headline(metrics: pd.DataFrame) -> dict[str, float]:
+    """The round's headline numbers: pooled accuracy and gaps, client means of accuracy and gaps."""
+    row: dict[str, float] = {}
+    for state, label in (("ALL", "pooled"), ("MEAN", "mean")):
+        part = metrics[metrics["state"] == state]
+        for _, r in part.iterrows():
+            suffix = f"_{r['attribute']}" if r["attribute"] else ""
+            row[f"{label}_{r['metric']}{suffix}"] = float(r["value"])
+    return row
+
+
+def cluster_frame(choices: list[dict[str, Any]]) -> pd.DataFrame:
+    """clusters.csv rows: round, state, cluster, then the per-model scores in their given order."""
+    columns = ["round", "state", "cluster"]
+    for row in choices:
+        columns += [c for c in row if c not in columns]
+    return pd.DataFrame(choices, columns=columns)
+
+
+class Recorder:
+    """Writes each round of one run and keeps its headline numbers (summary.json, console)."""
+
+    def __init__(self, writer: ResultsWriter, clients: tuple[str, ...], strategy: str, task: str, data_source: str) -> None:
+        self.writer = writer
+        self.clients = clients
+        self.run = {"strategy": strategy, "task": task, "data_source": data_source}
+        self.summary_row: dict[str, float] = {}
+        self.rounds_done = 0
+        self.round_started = time.perf_counter()
+
+    def tables(self, result: RoundResult) -> dict[str, pd.DataFrame]:
+        """The round's rows per results file (only files that get rows)."""
+        staged: dict[str, pd.DataFrame] = {}
+        self.summary_row = {}
+        if result.evaluations:
+            tables = [
+                evaluation_tables(result.server_round, [tags[model] for tags in result.evaluations], self.clients,
+                                  result.clusters, model)
+                for model in result.evaluations[0]
+            ]
+            counts = pd.concat([t[0] for t in tables], ignore_index=True)
+            clients = pd.concat([t[1] for t in tables], ignore_index=True)
+            metrics = metrics_frame(counts, clients)
+            staged["counts.csv"] = counts if counts["model"].nunique() > 1 else counts.drop(columns="model")
+            staged["metrics.csv"] = metrics
+            self.summary_row = headline(metrics)
+        health = health_rows(result.server_round, result.health.counts())
+        evaluated = staged.pop("metrics.csv", None)
+        staged["metrics.csv"] = health if evaluated is None else pd.concat([evaluated, health], ignore_index=True)
+        if result.cluster_choices:
+            staged["clusters.csv"] = cluster_frame(result.cluster_choices)
+        return {name: frame for name, frame in staged.items() if len(frame)}
+
+    def commit(self, result: RoundResult, arrays: Params, state: Mapping[str, Any]) -> None:
+        """Write the round's rows, report it, then checkpoint it with the algorithm's state."""
+        for name, frame in self.tables(result).items():
+            self.writer.append(name, frame)
+        self.rounds_done = result.server_round
+        self.report(result)
+        save_checkpoint(
+            self.writer.directory,
+            Checkpoint(result.server_round, arrays, {**state, "summary_row": self.summary_row},
+                       self.writer.csv_sizes()),
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.summary_row = dict(checkpoint.strategy_state["summary_row"])
+        self.rounds_done = checkpoint.server_round
+
+    def report(self, result: RoundResult) -> None:
+        """The round's console line: headline numbers, failures, time."""
+        seconds = time.perf_counter() - self.round_started
+        gaps = " ".join(f"{a} {self.summary_row.get(f'mean_sp_gap_{a}', float('nan')):.4f}" for a in ATTRIBUTES)
+        h = result.health
+        kept = " | no usable update: previous model kept" if h.model_kept else ""
+        log(
+            INFO,
+            "round %3d | pooled acc %.4f | mean SP gap %s | failed %d rejected %d eval-failed %d%s | %.1f s",
+            result.server_round, self.summary_row.get("pooled_accuracy", float("nan")), gaps,
+            h.failed_clients, h.rejected_updates, h.failed_evaluations, kept, seconds,
+        )
+        self.round_started = time.perf_counter()
+
+    def final_summary(self) -> dict[str, Any]:
+        """summary.json: the final round's headline numbers."""
+        return {
+            "strategy": self.run["strategy"], "task": self.run["task"], "rounds": self.rounds_done,
+            "num_clients": len(self.clients), "data_source": self.run["data_source"], **self.summary_row,
+        }

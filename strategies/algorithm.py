@@ -1,0 +1,126 @@
+"""What every strategy module declares: its spec, and the server half as an `Algorithm`.
+
+An `Algorithm` is the server side of one strategy with no Flower transport and no files: it
+says what each client is sent, aggregates the usable updates, and reads evaluations. The
+round loop (strategies/loop.py) does the messaging and the recorder (recorder/recorder.py)
+the writing, so an algorithm can be tested from made-up updates alone.
+
+A `StrategySpec` ties the two halves together: the name, the strategy's own config keys (a
+frozen dataclass of settings, validated by its `validate(config)`), the server half, the
+client handlers by message type, and the study's hyperparameters for it. The registry
+(strategies/registry.py) lists the specs; everything else follows from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import MetricRecord, RecordDict
+
+from clients.job import ClientJob, ClientReply
+from clients.sources import Source
+from core.params import Params
+from core.rounds import RoundHealth
+from core.wire import Evaluation, evaluate_type, metrics_to_evaluation, train_type
+from strategies.replies import Update, usable_evaluations, usable_updates
+
+Handler = Callable[[ClientJob, RecordDict], ClientReply]
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    """What a server half is built from: the validated config, the clients, the data, the
+    seeded initial model."""
+
+    config: Any  # fl_app.config.RunConfig; `config.params` holds the strategy's own settings
+    clients: tuple[str, ...]
+    source: Source
+    init_model: Callable[[int], Params]  # the seeded initial model for a seed (torch's init)
+
+    @property
+    def initial(self) -> Params:
+        return self.init_model(self.config.seed)
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What one client is sent: arrays (several models under key prefixes) and config entries."""
+
+    arrays: Params
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Algorithm:
+    """The server half of a strategy; subclasses override what differs from FedAvg's shape."""
+
+    train_message = train_type()
+    evaluate_message = evaluate_type()
+
+    def __init__(self, setup: ServerSetup) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.clients = setup.clients
+        self.shapes = {k: v.shape for k, v in setup.initial.items()}
+
+    # -- the pure hooks ------------------------------------------------------------------------
+    def train_payload(self, server_round: int, client: int) -> Payload:
+        raise NotImplementedError
+
+    def train_message_for(self, server_round: int) -> str:
+        """The message type of this round's training (and so the client handler that runs)."""
+        return self.train_message
+
+    def check_update(self, server_round: int, metrics: MetricRecord) -> str | None:
+        """Why a training reply's metrics cannot be used (None: they can); beyond the shared checks."""
+        return None
+
+    def aggregate(self, server_round: int, updates: Sequence[Update]) -> list[dict[str, Any]] | None:
+        """Fold the round's usable updates (sorted by client) into the state; returns the
+        clusters.csv rows of the clients that chose a cluster (None: not clustered)."""
+        raise NotImplementedError
+
+    def evaluate_payload(self, server_round: int, client: int) -> Payload:
+        raise NotImplementedError
+
+    def read_evaluation(self, metrics: MetricRecord) -> dict[str, Evaluation]:
+        """One client's evaluation reply, per model tag."""
+        return {"deployed": metrics_to_evaluation(metrics)}
+
+    def clusters(self) -> dict[int, int]:
+        """Client index -> cluster whose model it deploys (empty: not clustered)."""
+        return {}
+
+    def state(self) -> tuple[Params, dict[str, Any]]:
+        """What a checkpoint keeps: arrays, and JSON-able state (client labels, not indices)."""
+        raise NotImplementedError
+
+    def restore(self, arrays: Params, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- the phases, over the round loop's exchange ------------------------------------------
+    def train_round(self, server_round: int, exchange: Any, health: RoundHealth) -> list[dict[str, Any]] | None:
+        """Send every client its payload and aggregate the usable replies (strategies/loop.py)."""
+        payloads = {c: self.train_payload(server_round, c) for c in exchange.clients()}
+        replies = exchange.send(server_round, self.train_message_for(server_round), payloads)
+        updates = usable_updates(replies, self.shapes, self.clients, health, lambda m: self.check_update(server_round, m))
+        health.model_kept = not updates
+        return self.aggregate(server_round, updates)
+
+    def evaluate_round(self, server_round: int, exchange: Any, health: RoundHealth) -> list[dict[str, Evaluation]]:
+        payloads = {c: self.evaluate_payload(server_round, c) for c in exchange.clients()}
+        replies = exchange.send(server_round, self.evaluate_message, payloads)
+        return usable_evaluations(replies, self.read_evaluation, self.clients, health)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One strategy: its name and README line, its own settings, its two halves, its study settings."""
+
+    name: str
+    summary: str
+    server: Callable[[ServerSetup], Algorithm]
+    settings: type | None = None
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    study: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,49 @@
+"""Imports run one way: no two top-level packages import each other, and the ClientApp never
+loads the server's machinery (round loop, recorder, results files, checkpoints) nor torch."""
+
+import ast
+import json
+import subprocess
+import sys
+
+from folktables.load_acs import state_list
+
+from core.states import FOLKTABLES_STATES
+from tests.conftest import REPO
+
+PACKAGES = sorted(p.name for p in REPO.iterdir() if (p / "__init__.py").exists() and p.name not in ("tests", "benchmarks"))
+SERVER_SIDE = ("strategies.loop", "recorder", "fl_app.setup", "fl_app.server_app", "fl_app.check", "fl_app.deploy",
+               "analysis", "core.torch_model", "torch")
+
+
+def imported_packages(package: str) -> set[str]:
+    """The other top-level packages that `package`'s modules import."""
+    found = set()
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            found |= {n.split(".")[0] for n in names} & set(PACKAGES)
+    return found - {package}
+
+
+def test_no_two_top_level_packages_import_each_other():
+    edges = {p: imported_packages(p) for p in PACKAGES}
+    mutual = sorted({tuple(sorted((a, b))) for a in edges for b in edges[a] if a in edges.get(b, set())})
+    assert mutual == [], f"mutual imports: {mutual}"
+
+
+def test_the_shared_bottom_layer_imports_nothing_of_ours():
+    assert imported_packages("core") == set()
+
+
+def test_the_client_app_loads_no_server_side_module():
+    code = "import sys, json, fl_app.client_app; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                                       check=True, timeout=120).stdout)
+    server = [m for m in loaded if any(m == s or m.startswith(s + ".") for s in SERVER_SIDE)]
+    assert server == []
+
+
+def test_the_public_state_table_is_folktables_list():
+    assert sorted(state_list) == list(FOLKTABLES_STATES)
