@@ -75,7 +75,7 @@ def _train(source: Source, state: str, params: Params, server_round: int) -> tup
 def _nbytes(codes: StateCodes) -> int:
     """Bytes of numpy data a process caches for one state."""
     parts = [*codes.tables]
-    for split in (codes.train, codes.test):
+    for split in (codes.train, codes.test, codes.val):
         parts += [*split.rows, split.y, *split.groups.values()]
     return sum(p.nbytes for p in parts)
 

@@ -1,4 +1,4 @@
-"""A state's train/test data: kept compact once per worker process, encoded per message.
+"""A state's train/test/validation data: kept compact once per worker process, encoded per message.
 
 Under `flwr run` every Ray actor ends up serving every state, so caching the encoded float32
 matrices cost each actor all of them (430 MB on the 46-state table; the run's peak went from
@@ -6,6 +6,14 @@ matrices cost each actor all of them (430 MB on the 46-state table; the run's pe
 distinct encodings of its values (10 bytes per record instead of 404), and a split is
 expanded back to exactly `encode`'s output when a message first uses it: 0.28 s of CPU per
 pass over all 46 states, about 3% of a round's client work (benchmarks/RESULTS.md).
+
+Each feature's table row has at most one nonzero (a one-hot row or one number), which sparse
+kernels rely on, so standardization never enters the tables: a task that standardizes gives
+each client a `Standardizer` fitted on that client's own training split, and its `Split.x`
+matrices are `(x - shift) / scale`.
+
+The partition is today's seeded 80/20 train/test split, or (train-rows, test-rows, val-rows)
+records sampled per state, the predecessor's "1000_2000_2000" (`partition_indices`).
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import pandas as pd
 from clients.shards import ClientId, shard_positions
 from clients.sources import Source, state_records
 from core.states import fips
-from core.tasks import TASKS, Task, encode, protected_groups
+from core.tasks import Task, encode, protected_groups, task_for
 
 TEST_FRACTION = 0.2
+SPLITS = ("train", "test", "val")
 
 
 @dataclass(frozen=True)
@@ -52,20 +61,60 @@ class CompactSplit:
 
 
 @dataclass(frozen=True)
+class Standardizer:
+    """The per-column shift and scale a client's model inputs get: `(x - shift) / scale`, float32."""
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Standardize `x` in place (a freshly expanded matrix: no second copy) and return it."""
+        x -= self.shift
+        x /= self.scale
+        return x
+
+
+def fit_standardizer(tables: tuple[np.ndarray, ...], rows: tuple[np.ndarray, ...]) -> Standardizer:
+    """Mean and std (ddof 0) of each column of the matrix `rows` expand to, from each table
+    weighted by how many records use each of its rows, so nothing is expanded. A column constant
+    over the records (std 0) gets scale 1, so it standardizes to 0. Needs at least one record."""
+    means, stds = [], []
+    for table, index in zip(tables, rows):
+        counts = np.bincount(index, minlength=len(table)).astype(np.float64)
+        values = table.astype(np.float64)
+        mean = counts @ values / counts.sum()
+        std = np.sqrt(counts @ (values - mean) ** 2 / counts.sum())
+        used = values[counts > 0]
+        std[used.min(axis=0) == used.max(axis=0)] = 0.0  # exactly, whatever the rounding left
+        means.append(mean)
+        stds.append(std)
+    scale = np.concatenate(stds).astype(np.float32)
+    scale[scale == 0] = 1.0
+    return Standardizer(np.concatenate(means).astype(np.float32), scale)
+
+
+@dataclass(frozen=True)
 class StateCodes:
     """One state's data in compact form: per feature, its distinct encoded rows (`tables`).
 
-    `seed` is the one its split was drawn with; shards are drawn from it too."""
+    `seed` is the one its split was drawn with; shards are drawn from it too. `val` is empty
+    unless a validation size was asked for; `standardize` is the task's."""
 
     state: str
     seed: int
     tables: tuple[np.ndarray, ...]
     train: CompactSplit
     test: CompactSplit
+    val: CompactSplit
+    standardize: bool = False
+
+    @property
+    def width(self) -> int:
+        return sum(t.shape[1] for t in self.tables)
 
     def expand(self, part: CompactSplit) -> Split:
         """The split's float32 input matrix, equal to `encode` of its records."""
-        x = np.empty((len(part.y), sum(t.shape[1] for t in self.tables)), np.float32)
+        x = np.empty((len(part.y), self.width), np.float32)
         start = 0
         for table, rows in zip(self.tables, part.rows):
             x[:, start : start + table.shape[1]] = table[rows]
@@ -76,7 +125,8 @@ class StateCodes:
 class StateData:
     """One client's data: its state's splits, or its shard of each, encoded on first use.
 
-    Only the client's own records are expanded; the state's compact codes stay shared."""
+    Only the client's own records are expanded; the state's compact codes stay shared. Every
+    split is standardized with `standardizer`, fitted on this client's training records only."""
 
     def __init__(self, codes: StateCodes, client: ClientId | None = None) -> None:
         self.codes = codes
@@ -87,19 +137,54 @@ class StateData:
         return self.codes.state
 
     @cached_property
+    def standardizer(self) -> Standardizer:
+        """Shift and scale from this client's own training split (its shard's when a state has
+        several clients); shift 0, scale 1 when the task does not standardize."""
+        if not self.codes.standardize:
+            return Standardizer(np.zeros(self.codes.width, np.float32), np.ones(self.codes.width, np.float32))
+        part = self._part("train")
+        if not len(part.y):
+            raise ValueError(f"client {self.client.label} has no training records to standardize its inputs with")
+        return fit_standardizer(self.codes.tables, part.rows)
+
+    @cached_property
     def train(self) -> Split:
-        return self.codes.expand(self._part("train"))
+        return self._split("train")
 
     @cached_property
     def test(self) -> Split:
-        return self.codes.expand(self._part("test"))
+        return self._split("test")
+
+    @cached_property
+    def val(self) -> Split:
+        return self._split("val")
+
+    def sizes(self) -> dict[str, int]:
+        """Records in each of this client's splits, without encoding any."""
+        sizes = {}
+        for split in SPLITS:
+            positions = self._positions(split)
+            sizes[split] = len(getattr(self.codes, split).y) if positions is None else len(positions)
+        return sizes
+
+    def _split(self, split: str) -> Split:
+        data = self.codes.expand(self._part(split))
+        if self.codes.standardize:
+            self.standardizer.apply(data.x)
+        return data
+
+    def _positions(self, split: str) -> np.ndarray | None:
+        """The client's positions in the state's split; None when it has the whole split."""
+        whole, c = getattr(self.codes, split), self.client
+        if c.shards == 1 or (split == "val" and not len(whole.y)):
+            return None
+        return shard_positions(len(whole.y), self.codes.seed, c.state, split, c.shard, c.shards)
 
     def _part(self, split: str) -> CompactSplit:
-        whole = getattr(self.codes, split)
-        c = self.client
-        if c.shards == 1:
+        whole, c = getattr(self.codes, split), self.client
+        positions = self._positions(split)
+        if positions is None:
             return whole
-        positions = shard_positions(len(whole.y), self.codes.seed, c.state, split, c.shard, c.shards)
         if not len(positions):
             raise ValueError(
                 f"client {c.label} has no {split} records: state {c.state}'s {split} split has only "
@@ -113,6 +198,38 @@ def split_indices(n: int, seed: int, state: str) -> tuple[np.ndarray, np.ndarray
     order = np.random.default_rng([seed, fips(state), 80]).permutation(n)
     n_test = int(round(n * TEST_FRACTION))
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def partition_sizes(n: int, train_rows: int, test_rows: int, val_rows: int) -> tuple[int, int, int]:
+    """Train, test and validation sizes sampled from a state of n records.
+
+    The requested sizes when the state has enough records; otherwise the same proportions,
+    each floor(n * rows / total) as the predecessor computes them (so at most two records stay
+    unused), with train raised to 1 when it rounds to 0 but was asked for."""
+    requested = (train_rows, test_rows, val_rows)
+    if min(requested) < 0:
+        raise ValueError(f"train-rows, test-rows and val-rows must be >= 0; got {requested}")
+    total = sum(requested)
+    if n >= total:
+        return requested
+    train, test, val = (n * rows // total for rows in requested)
+    return max(train, 1 if train_rows else 0), test, val
+
+
+def partition_indices(
+    n: int, seed: int, state: str, train_rows: int = 0, test_rows: int = 0, val_rows: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A state's sorted train, test and validation rows; depends only on (seed, state, n, sizes).
+
+    0/0/0 is `split_indices`' 80/20 split with no validation rows; otherwise disjoint samples of
+    `partition_sizes` records, consecutive runs of one seeded permutation of the state's rows."""
+    if not (train_rows or test_rows or val_rows):
+        train, test = split_indices(n, seed, state)
+        return train, test, np.empty(0, dtype=train.dtype)
+    sizes = partition_sizes(n, train_rows, test_rows, val_rows)
+    order = np.random.default_rng([seed, fips(state), 82]).permutation(n)
+    ends = np.cumsum(sizes)
+    return tuple(np.sort(order[end - size : end]) for size, end in zip(sizes, ends))
 
 
 def _compact(task: Task, frame: pd.DataFrame) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -145,35 +262,44 @@ def _compact_split(frame: pd.DataFrame, rows: tuple[np.ndarray, ...], select: np
     )
 
 
-def build_state_codes(task: Task, frame: pd.DataFrame, seed: int) -> StateCodes:
+def build_state_codes(
+    task: Task, frame: pd.DataFrame, seed: int, train_rows: int = 0, test_rows: int = 0, val_rows: int = 0
+) -> StateCodes:
     """Split one state's records and keep them compact (pure: the cache below only wraps it)."""
     state = str(frame["STATE"].iloc[0])
-    train_rows, test_rows = split_indices(len(frame), seed, state)
+    splits = partition_indices(len(frame), seed, state, train_rows, test_rows, val_rows)
     tables, rows = _compact(task, frame)
-    return StateCodes(state, seed, tables, _compact_split(frame, rows, train_rows), _compact_split(frame, rows, test_rows))
+    train, test, val = (_compact_split(frame, rows, select) for select in splits)
+    return StateCodes(state, seed, tables, train, test, val, task.standardize)
 
 
-def build_state_data(task: Task, frame: pd.DataFrame, seed: int) -> StateData:
+def build_state_data(
+    task: Task, frame: pd.DataFrame, seed: int, train_rows: int = 0, test_rows: int = 0, val_rows: int = 0
+) -> StateData:
     """Split and encode one state's records."""
-    return StateData(build_state_codes(task, frame, seed))
+    return StateData(build_state_codes(task, frame, seed, train_rows, test_rows, val_rows))
 
 
 @lru_cache(maxsize=None)
 def state_codes(
-    source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
+    source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = (),
+    encoding: str = "grouped", train_rows: int = 0, test_rows: int = 0, val_rows: int = 0,
 ) -> StateCodes:
     """A state's compact data, read and built once per process."""
-    task = TASKS[task_name]
+    task = task_for(task_name, encoding)
     frame = state_records(source, task, state, seed, synthetic_rows, reversed_states)
     if frame.empty:
         raise ValueError(f"state {state} has no records in source {source.kind} {source.path}")
-    return build_state_codes(task, frame, seed)
+    return build_state_codes(task, frame, seed, train_rows, test_rows, val_rows)
 
 
 def state_data(
     source: Source, task_name: str, client: ClientId, seed: int, synthetic_rows: int,
-    reversed_states: tuple[str, ...] = (),
+    reversed_states: tuple[str, ...] = (), encoding: str = "grouped",
+    train_rows: int = 0, test_rows: int = 0, val_rows: int = 0,
 ) -> StateData:
     """The ClientApp's entry point: a fresh view on the cached codes of the client's state,
     so what a message encodes is freed when the message is done."""
-    return StateData(state_codes(source, task_name, client.state, seed, synthetic_rows, reversed_states), client)
+    codes = state_codes(source, task_name, client.state, seed, synthetic_rows, reversed_states, encoding,
+                        train_rows, test_rows, val_rows)
+    return StateData(codes, client)

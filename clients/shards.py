@@ -1,8 +1,8 @@
 """Sub-state clients: with `clients-per-state` C > 1 each state's data is split into C shards.
 
-The data has no PUMA column, so shards are random: each split (train, test) of a state is
-permuted from (seed, state, split) and shard j takes every C-th record of that order. The
-state's 80/20 split is made first and never depends on C, and the shards of a split are
+The data has no PUMA column, so shards are random: each split (train, test, val) of a state
+is permuted from (seed, state, split) and shard j takes every C-th record of that order. The
+state's partition is made first and never depends on C, and the shards of a split are
 disjoint, cover it, and differ in size by at most one record.
 
 A client is (state, shard); partition-id p is state p // C, shard p % C. Its label in every
@@ -17,7 +17,7 @@ import numpy as np
 
 from core.states import fips
 
-SPLIT_TAGS = {"train": 0, "test": 1}  # separate shard orders per split
+SPLIT_TAGS = {"train": 0, "test": 1, "val": 2}  # separate shard orders per split
 
 
 @dataclass(frozen=True)
