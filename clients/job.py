@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from clients.data import StateData
+from clients.data import Split, StateData
 from clients.local import InjectedFault, local_rng
 from core.params import Params
+from core.wire import VAL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class ClientJob:
 
     def rng(self, purpose: int) -> np.random.Generator:
         return local_rng(self.config.seed, self.data.client, self.server_round, purpose)
+
+    def evaluation_splits(self) -> list[tuple[str, Split]]:
+        """(metric prefix, split) to evaluate on: the test split, and validation when it has records."""
+        splits = [("", self.data.test)]
+        if self.data.sizes()["val"]:
+            splits.append((VAL_PREFIX, self.data.val))
+        return splits
 
     def raise_if(self, mode: str) -> None:
         if self.fault == mode:

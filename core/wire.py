@@ -19,7 +19,10 @@ EXAMPLES_KEY = "num-examples"  # training examples behind an update: its averagi
 TRAIN_LOSS_KEY = "train-loss"
 ROUND_KEY = "server-round"  # message config: the round, and the resolved data source below
 SOURCE_KEYS = ("source-kind", "source-path", "states")
-IDENTIFY = "query.identify"  # asks a node which client it serves
+IDENTIFY = "query.identify"  # asks a node which client it serves (and its split sizes)
+SIZES_KEY = "split-sizes"  # identify reply: records in the client's train, test, val splits
+VAL_PREFIX = "val."  # evaluation metrics of the validation split carry this prefix
+VAL_TAG = "val:"  # model tags of validation evaluations (recorder: val_*.csv)
 
 
 def train_type(name: str = "") -> str:

@@ -21,7 +21,7 @@ from clients.local import UPDATE_FAULTS, corrupt_update, fault_strikes
 from clients.shards import client_ids
 from clients.sources import Source
 from core.params import to_record
-from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY
+from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY, SIZES_KEY
 from fl_app.config import parse_config
 from strategies.algorithm import Handler
 from strategies.registry import client_handlers
@@ -61,7 +61,8 @@ def _job(msg: Message, context: Context) -> ClientJob:
     source = _source(msg)
     index = client_index(context.node_config, source.states, config.clients_per_state)
     client = client_ids(source.states, config.clients_per_state)[index]
-    data = state_data(source, config.task, client, config.seed, config.synthetic_rows, config.synthetic_reversed)
+    data = state_data(source, config.task, client, config.seed, config.synthetic_rows, config.synthetic_reversed,
+                      config.encoding, config.train_rows, config.test_rows, config.val_rows)
     server_round = int(msg.content["config"][ROUND_KEY])
     strikes = fault_strikes(config.seed, client, server_round, config.fail_states, config.fail_prob)
     return ClientJob(config, data, index, server_round, config.fail_mode if strikes else None)
@@ -91,7 +92,8 @@ for message_type, handler in client_handlers().items():
 
 @app.query(IDENTIFY.partition(".")[2])
 def identify(msg: Message, context: Context) -> Message:
-    """Which client this node serves (the server's node-to-client map)."""
-    config = parse_config(context.run_config)
-    index = client_index(context.node_config, _source(msg).states, config.clients_per_state)
-    return Message(RecordDict({"metrics": MetricRecord({CLIENT_KEY: index})}), reply_to=msg)
+    """Which client this node serves (the server's node-to-client map), and its split sizes."""
+    job = _job(msg, context)
+    sizes = job.data.sizes()
+    metrics = MetricRecord({CLIENT_KEY: job.index, SIZES_KEY: [sizes[s] for s in ("train", "test", "val")]})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

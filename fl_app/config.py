@@ -15,12 +15,16 @@ from typing import Any, Mapping
 
 from core.settings import ConfigError, at_least, choice, coerce, keys_of, parse_settings, to_config_dict
 from core.states import FOLKTABLES_STATES
-from core.tasks import TASKS
+from core.tasks import ENCODINGS, TASKS
 from strategies.registry import spec_for, strategy_keys
 
 DATA_SOURCES = ("auto", "table", "folktables", "synthetic")
 FAIL_MODES = ("train-error", "evaluate-error", "nan-update", "shape-update", "keys-update")
 RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir")
+# What a preset sets, besides each strategy's study settings (README "Presets").
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"encoding": "paper", "train-rows": 1000, "test-rows": 2000, "val-rows": 2000},
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class RunConfig:
     results_dir: str = ""
     synthetic_rows: int = 0
     synthetic_reversed: tuple[str, ...] = ()
+    encoding: str = "grouped"
+    train_rows: int = 0
+    test_rows: int = 0
+    val_rows: int = 0
+    preset: str = ""
     resume: str = ""
     fail_states: tuple[str, ...] = ()
     fail_prob: float = 0.0
@@ -66,6 +75,7 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     unknown = sorted(set(raw) - set(valid_keys()))
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid_keys())}")
+    raw = with_preset(raw)
     common = {k: v for k, v in raw.items() if k in COMMON_KEYS}
     config = parse_settings(RunConfig, common)
     spec = spec_for(config.strategy)
@@ -84,8 +94,39 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     return config
 
 
+def declared_defaults() -> dict[str, Any]:
+    return {**{k: d for k, (d, _, _) in strategy_keys().items()}, **RunConfig().to_dict()}
+
+
+def with_preset(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` with its preset's values for every key it leaves at the default.
+
+    Flower hands the app the run config fused with pyproject's defaults, so a key given
+    explicitly with its default value cannot be told from one not given: both take the preset's.
+    """
+    name = raw.get("preset", "")
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'preset' must be a string, got {name!r}")
+    if not name:
+        return dict(raw)
+    choice("preset", name, ["", *PRESETS])
+    strategy = raw.get("strategy", RunConfig.strategy)
+    values = {**PRESETS[name], **(spec_for(strategy).study if isinstance(strategy, str) else {})}
+    defaults = declared_defaults()
+    return {**raw, **{k: v for k, v in values.items() if raw.get(k, defaults[k]) == defaults[k]}}
+
+
 def _validate_common(config: RunConfig) -> None:
     choice("task", config.task, list(TASKS))
+    choice("encoding", config.encoding, list(ENCODINGS))
+    for key in ("train-rows", "test-rows", "val-rows"):
+        at_least(key, getattr(config, key.replace("-", "_")), 0)
+    rows = (config.train_rows, config.test_rows, config.val_rows)
+    if any(rows) and not (config.train_rows and config.test_rows):
+        raise ConfigError(
+            f"config keys 'train-rows' ({config.train_rows}) and 'test-rows' ({config.test_rows}) must both be > 0 "
+            "when a partition is given; all three 0 means the 80/20 split without validation"
+        )
     choice("data-source", config.data_source, DATA_SOURCES)
     choice("fail-mode", config.fail_mode, FAIL_MODES)
     at_least("clients-per-state", config.clients_per_state, 1)
@@ -122,7 +163,7 @@ def resume_conflicts(checkpointed: Mapping[str, Any], requested: Mapping[str, An
     """Keys whose value differs from the checkpointed run's, except those a resume may change.
 
     A key the checkpointed run's config lacks (it predates the key) had its default value."""
-    defaults = {**{k: d for k, (d, _, _) in strategy_keys().items()}, **RunConfig().to_dict()}
+    defaults = declared_defaults()
     before = {**defaults, **checkpointed}
     now = {**defaults, **requested}
     keys = (set(checkpointed) | set(requested)) - set(RESUME_MAY_CHANGE)

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 
 from clients.shards import client_labels
 from clients.sources import Source, resolve_source
-from core.tasks import TASKS
+from core.tasks import task_for
 from core.torch_model import init_params
 from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
 from recorder.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint
@@ -49,7 +49,7 @@ class Run:
 def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
     """Validate everything a run needs; raises ConfigError, DataError, ResultsError or FileExistsError."""
     config = parse_config(raw)
-    task = TASKS[config.task]
+    task = task_for(config.task, config.encoding)
     source = resolve_source(config.data_source, config.data_path, config.data_dir, config.states, task)
     for key, listed in (("synthetic-reversed", config.synthetic_reversed), ("fail-states", config.fail_states)):
         stray = sorted(set(listed) - set(source.states))
@@ -69,7 +69,8 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
         checkpoint = None
     clients = client_labels(source.states, config.clients_per_state)
     setup = ServerSetup(config, clients, source, partial(init_params, task.width, task.hidden))
-    algorithm = spec_for(config.strategy).server(setup)
+    spec = spec_for(config.strategy)
+    algorithm = spec.server(setup)
     recorder = Recorder(writer, clients, config.strategy, config.task, source.kind)
     return Run(config, source, algorithm, recorder, checkpoint)
 
@@ -125,6 +126,8 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> Path:
     log(INFO, "[%s] %d clients, %d rounds, task %s, data %s", run.config.strategy, len(run.recorder.clients),
         run.config.num_server_rounds, run.config.task, run.source.kind)
     exchange = Exchange(grid, run.source, len(run.recorder.clients))
+    exchange.refresh(first_round)
+    record_sizes(run, exchange.sizes)
     for server_round in range(first_round, run.config.num_server_rounds + 1):
         result = run_round(run.algorithm, exchange, server_round)
         arrays, state = run.algorithm.state()
@@ -155,9 +158,18 @@ def continue_run(run: Run, started: datetime) -> int:
     return done + 1
 
 
+def record_sizes(run: Run, sizes: Mapping[int, list[int]]) -> None:
+    """config.json's `data.client_sizes`: the records each client reported in its splits."""
+    record = run.writer.read_config()
+    record["data"]["client_sizes"] = {
+        run.recorder.clients[c]: dict(zip(("train", "test", "val"), n)) for c, n in sorted(sizes.items())
+    }
+    run.writer.start(record)
+
+
 def run_record(run: Run, started: datetime) -> dict[str, Any]:
     """config.json: resolved config, data source, clients, versions, commit, seed."""
-    task = TASKS[run.config.task]
+    task = task_for(run.config.task, run.config.encoding)
     return {
         "config": run.config.to_dict(),
         "seed": run.config.seed,

@@ -17,6 +17,7 @@ from flwr.common.logger import log
 from core.params import Params
 from core.rounds import RoundResult
 from core.tasks import ATTRIBUTES
+from core.wire import VAL_TAG
 from recorder.checkpoint import Checkpoint, save_checkpoint
 from recorder.files import ResultsWriter
 from recorder.metrics import metrics_frame
@@ -53,22 +54,35 @@ class Recorder:
         self.rounds_done = 0
         self.round_started = time.perf_counter()
 
+    def split_tables(self, result: RoundResult, val: bool) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """(counts rows, metrics rows) of the test split, or of validation (`val`); None if not evaluated."""
+        if not result.evaluations:
+            return None
+        models = [t for t in result.evaluations[0] if t.startswith(VAL_TAG) == val]
+        if not models:
+            return None
+        tables = [
+            evaluation_tables(result.server_round, [tags[model] for tags in result.evaluations], self.clients,
+                              result.clusters, model.removeprefix(VAL_TAG))
+            for model in models
+        ]
+        counts = pd.concat([t[0] for t in tables], ignore_index=True)
+        clients = pd.concat([t[1] for t in tables], ignore_index=True)
+        metrics = metrics_frame(counts, clients)
+        return (counts if counts["model"].nunique() > 1 else counts.drop(columns="model")), metrics
+
     def tables(self, result: RoundResult) -> dict[str, pd.DataFrame]:
-        """The round's rows per results file (only files that get rows)."""
+        """The round's rows per results file (only files that get rows): test split in counts.csv and
+        metrics.csv (with the round's failure counts), validation in val_counts.csv and val_metrics.csv."""
         staged: dict[str, pd.DataFrame] = {}
         self.summary_row = {}
-        if result.evaluations:
-            tables = [
-                evaluation_tables(result.server_round, [tags[model] for tags in result.evaluations], self.clients,
-                                  result.clusters, model)
-                for model in result.evaluations[0]
-            ]
-            counts = pd.concat([t[0] for t in tables], ignore_index=True)
-            clients = pd.concat([t[1] for t in tables], ignore_index=True)
-            metrics = metrics_frame(counts, clients)
-            staged["counts.csv"] = counts if counts["model"].nunique() > 1 else counts.drop(columns="model")
-            staged["metrics.csv"] = metrics
-            self.summary_row = headline(metrics)
+        test = self.split_tables(result, val=False)
+        if test:
+            staged["counts.csv"], staged["metrics.csv"] = test
+            self.summary_row = headline(test[1])
+        val = self.split_tables(result, val=True)
+        if val:
+            staged["val_counts.csv"], staged["val_metrics.csv"] = val
         health = health_rows(result.server_round, result.health.counts())
         evaluated = staged.pop("metrics.csv", None)
         staged["metrics.csv"] = health if evaluated is None else pd.concat([evaluated, health], ignore_index=True)

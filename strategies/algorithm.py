@@ -23,7 +23,7 @@ from clients.job import ClientJob, ClientReply
 from clients.sources import Source
 from core.params import Params
 from core.rounds import RoundHealth
-from core.wire import Evaluation, evaluate_type, metrics_to_evaluation, train_type
+from core.wire import VAL_PREFIX, VAL_TAG, Evaluation, evaluate_type, metrics_to_evaluation, train_type
 from strategies.replies import Update, usable_evaluations, usable_updates
 
 Handler = Callable[[ClientJob, RecordDict], ClientReply]
@@ -84,9 +84,16 @@ class Algorithm:
     def evaluate_payload(self, server_round: int, client: int) -> Payload:
         raise NotImplementedError
 
-    def read_evaluation(self, metrics: MetricRecord) -> dict[str, Evaluation]:
-        """One client's evaluation reply, per model tag."""
-        return {"deployed": metrics_to_evaluation(metrics)}
+    def read_evaluation(self, metrics: MetricRecord, prefix: str = "") -> dict[str, Evaluation]:
+        """One client's evaluation reply, per model tag; `prefix` selects a split's entries."""
+        return {"deployed": metrics_to_evaluation(metrics, prefix)}
+
+    def read_evaluations(self, metrics: MetricRecord) -> dict[str, Evaluation]:
+        """Test evaluations by model tag, plus validation ones under `VAL_TAG` tags when present."""
+        out = self.read_evaluation(metrics)
+        if f"{VAL_PREFIX}n" in metrics:
+            out.update({VAL_TAG + tag: e for tag, e in self.read_evaluation(metrics, VAL_PREFIX).items()})
+        return out
 
     def clusters(self) -> dict[int, int]:
         """Client index -> cluster whose model it deploys (empty: not clustered)."""
@@ -111,7 +118,7 @@ class Algorithm:
     def evaluate_round(self, server_round: int, exchange: Any, health: RoundHealth) -> list[dict[str, Evaluation]]:
         payloads = {c: self.evaluate_payload(server_round, c) for c in exchange.clients()}
         replies = exchange.send(server_round, self.evaluate_message, payloads)
-        return usable_evaluations(replies, self.read_evaluation, self.clients, health)
+        return usable_evaluations(replies, self.read_evaluations, self.clients, health)
 
 
 @dataclass(frozen=True)

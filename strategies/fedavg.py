@@ -37,10 +37,13 @@ def train_global(job: ClientJob, content: RecordDict) -> ClientReply:
 
 
 def evaluate_received(job: ClientJob, content: RecordDict) -> ClientReply:
-    """The received model on the client's test split."""
+    """The received model on the client's test split (and validation split, if any)."""
     job.raise_if("evaluate-error")
-    evaluation = evaluate_local(from_record(content["arrays"]), job.data.test, job.index)
-    return ClientReply({EXAMPLES_KEY: evaluation.n, **evaluation_to_metrics(evaluation)})
+    params = from_record(content["arrays"])
+    metrics: dict[str, Any] = {EXAMPLES_KEY: len(job.data.test)}
+    for prefix, split in job.evaluation_splits():
+        metrics.update(evaluation_to_metrics(evaluate_local(params, split, job.index), prefix))
+    return ClientReply(metrics)
 
 
 HANDLERS = {train_type(): train_global, evaluate_type(): evaluate_received}

@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from clients.sources import Source
 from core.params import to_record
 from core.rounds import RoundHealth, RoundResult
-from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY
+from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY, SIZES_KEY
 from strategies.algorithm import Algorithm, Payload
 
 REPLY_TIMEOUT_S = 3600.0  # Flower's default wait for a round's replies
@@ -55,6 +55,7 @@ class Exchange:
         self.source_entries = source_config(source)
         self.num_clients = num_clients
         self.node_client: dict[int, int] = {}
+        self.sizes: dict[int, list[int]] = {}  # client -> records in its train, test, val splits
 
     def message_config(self, server_round: int) -> dict[str, Any]:
         return {ROUND_KEY: server_round, **self.source_entries}
@@ -74,6 +75,9 @@ class Exchange:
                     reply.error.reason[:300])
                 continue
             self.learn(reply)
+            sizes = reply.content["metrics"].get(SIZES_KEY)
+            if sizes is not None and reply.metadata.src_node_id in self.node_client:
+                self.sizes[self.node_client[reply.metadata.src_node_id]] = [int(n) for n in sizes]
 
     def learn(self, reply: Message) -> None:
         """Map the reply's node to the client it names."""

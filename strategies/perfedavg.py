@@ -59,11 +59,11 @@ def evaluate_adapted(job: ClientJob, content: RecordDict) -> ClientReply:
     global_params = from_record(content["arrays"])
     adapted = adapt(global_params, data.train, steps=config.params.adapt_steps, lr=config.lr,
                     batch_size=config.batch_size, rng=job.rng(ADAPT))
-    deployed = evaluate_local(adapted, data.test, job.index)
-    unadapted = evaluate_local(global_params, data.test, job.index)
-    return ClientReply({
-        EXAMPLES_KEY: deployed.n, **evaluation_to_metrics(deployed), **evaluation_to_metrics(unadapted, GLOBAL_PREFIX),
-    })
+    metrics = {EXAMPLES_KEY: len(data.test)}
+    for prefix, split in job.evaluation_splits():
+        metrics.update(evaluation_to_metrics(evaluate_local(adapted, split, job.index), prefix))
+        metrics.update(evaluation_to_metrics(evaluate_local(global_params, split, job.index), prefix + GLOBAL_PREFIX))
+    return ClientReply(metrics)
 
 
 class PerFedAvg(FedAvg):
@@ -72,8 +72,9 @@ class PerFedAvg(FedAvg):
     train_message = TRAIN_MESSAGE
     evaluate_message = EVALUATE_MESSAGE
 
-    def read_evaluation(self, metrics: MetricRecord) -> dict[str, Evaluation]:
-        return {"deployed": metrics_to_evaluation(metrics), "global": metrics_to_evaluation(metrics, GLOBAL_PREFIX)}
+    def read_evaluation(self, metrics: MetricRecord, prefix: str = "") -> dict[str, Evaluation]:
+        return {"deployed": metrics_to_evaluation(metrics, prefix),
+                "global": metrics_to_evaluation(metrics, prefix + GLOBAL_PREFIX)}
 
 
 SPEC = StrategySpec(
