@@ -19,14 +19,23 @@ setup() {
   local stamp="$VENV/.fairfl-stamp" want
   want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return 0; fi
-  echo "setting up $VENV (pinned dependencies; torch 2.13.0 CPU first)" >&2
+  local started=$SECONDS
+  echo "setup 1/4: creating the virtualenv $VENV" >&2
   python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  echo "setup 2/4: upgrading pip" >&2
   "$VENV/bin/pip" install --quiet --upgrade pip
   # torch first, exactly pinned: the CPU wheel on disk; anything looser pulls CUDA builds.
-  "$VENV/bin/pip" install --quiet "torch==2.13.0"
-  "$VENV/bin/pip" install --quiet -e "$REPO[test]"
+  echo "setup 3/4: installing torch 2.13.0 (CPU wheel)" >&2
+  "$VENV/bin/pip" install --progress-bar off "torch==2.13.0" 2>&1 | pip_progress
+  echo "setup 4/4: installing fairfl and its pinned dependencies (flwr, ray, numba, pandas, ...)" >&2
+  "$VENV/bin/pip" install --progress-bar off -e "$REPO[test]" 2>&1 | pip_progress
   echo "$want" > "$stamp"
+  echo "setup done in $((SECONDS - started)) s" >&2
 }
+
+# pip's "Collecting X" / "Successfully installed" lines, one per package, to stderr; a failure's
+# message is kept whole by pipefail (the install's own exit code decides).
+pip_progress() { grep --line-buffered -E '^(Collecting|Successfully installed|ERROR)' | sed -u 's/^/  /' >&2 || true; }
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -78,6 +87,10 @@ run_experiment() {
   status="$("$PY" -m fl_app.run_status "$run_id")"
   echo "run $run_id: $status" >&2
   [[ "$status" == "finished:completed" ]] || { echo "the run did not complete; see the log above" >&2; exit 1; }
+  if [[ "${FAIRFL_NO_REPORT:-}" != 1 ]]; then
+    (cd "$REPO" && "$PY" -m analysis.report "$results" --out "$results/report" >/dev/null) \
+      && echo "report: $results/report/report.md" >&2 || echo "the report could not be written (the results are complete)" >&2
+  fi
   echo "results: $results"
 }
 
@@ -102,11 +115,13 @@ compare_strategies() {
   local base="$REPO/results/$(date -u +%Y%m%d-%H%M%S)-compare" dirs=() s
   for s in $strategies; do
     local settings; settings="$(study_settings "$s" "$lambda")" || exit 2
-    ( run_experiment --run-config "strategy=\"$s\" $settings" "${overrides[@]}" \
+    ( FAIRFL_NO_REPORT=1 run_experiment --run-config "strategy=\"$s\" $settings" "${overrides[@]}" \
         --run-config "results-dir=\"$base/$s\"" ) || exit 1
     dirs+=("$base/$s")
   done
   "$PY" -m analysis.compare "${dirs[@]}" --out "$base/comparison.csv" | tee "$base/comparison.md"
+  (cd "$REPO" && "$PY" -m analysis.report "${dirs[@]}" --out "$base/report" >/dev/null)
+  echo "report: $base/report/report.md" >&2
 }
 
 cmd="${1:-help}"; shift || true

@@ -71,7 +71,7 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
     setup = ServerSetup(config, clients, source, partial(init_params, task.width, task.hidden))
     spec = spec_for(config.strategy)
     algorithm = spec.server(setup)
-    recorder = Recorder(writer, clients, config.strategy, config.task, source.kind)
+    recorder = Recorder(writer, clients, config.strategy, config.task, source.kind, config.num_server_rounds)
     return Run(config, source, algorithm, recorder, checkpoint)
 
 

@@ -35,6 +35,13 @@ def headline(metrics: pd.DataFrame) -> dict[str, float]:
     return row
 
 
+def clock(seconds: float) -> str:
+    """m:ss (or h:mm:ss) for progress lines."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def cluster_frame(choices: list[dict[str, Any]]) -> pd.DataFrame:
     """clusters.csv rows: round, state, cluster, then the per-model scores in their given order."""
     columns = ["round", "state", "cluster"]
@@ -46,13 +53,16 @@ def cluster_frame(choices: list[dict[str, Any]]) -> pd.DataFrame:
 class Recorder:
     """Writes each round of one run and keeps its headline numbers (summary.json, console)."""
 
-    def __init__(self, writer: ResultsWriter, clients: tuple[str, ...], strategy: str, task: str, data_source: str) -> None:
+    def __init__(self, writer: ResultsWriter, clients: tuple[str, ...], strategy: str, task: str, data_source: str,
+                 total_rounds: int) -> None:
         self.writer = writer
         self.clients = clients
         self.run = {"strategy": strategy, "task": task, "data_source": data_source}
+        self.total_rounds = total_rounds
         self.summary_row: dict[str, float] = {}
         self.rounds_done = 0
-        self.round_started = time.perf_counter()
+        self.started = self.round_started = time.perf_counter()
+        self.rounds_timed = 0
 
     def split_tables(self, result: RoundResult, val: bool) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         """(counts rows, metrics rows) of the test split, or of validation (`val`); None if not evaluated."""
@@ -107,16 +117,22 @@ class Recorder:
         self.rounds_done = checkpoint.server_round
 
     def report(self, result: RoundResult) -> None:
-        """The round's console line: headline numbers, failures, time."""
-        seconds = time.perf_counter() - self.round_started
+        """The round's console line: headline numbers, failures, its time, elapsed time and ETA.
+
+        The ETA is the mean time of this process's rounds times the rounds left."""
+        now = time.perf_counter()
+        seconds, elapsed = now - self.round_started, now - self.started
+        self.rounds_timed += 1
+        eta = elapsed / self.rounds_timed * (self.total_rounds - result.server_round)
         gaps = " ".join(f"{a} {self.summary_row.get(f'mean_sp_gap_{a}', float('nan')):.4f}" for a in ATTRIBUTES)
         h = result.health
         kept = " | no usable update: previous model kept" if h.model_kept else ""
         log(
             INFO,
-            "round %3d | pooled acc %.4f | mean SP gap %s | failed %d rejected %d eval-failed %d%s | %.1f s",
-            result.server_round, self.summary_row.get("pooled_accuracy", float("nan")), gaps,
-            h.failed_clients, h.rejected_updates, h.failed_evaluations, kept, seconds,
+            "round %3d/%d | pooled acc %.4f | mean SP gap %s | failed %d rejected %d eval-failed %d%s | %.1f s "
+            "| elapsed %s, ETA %s",
+            result.server_round, self.total_rounds, self.summary_row.get("pooled_accuracy", float("nan")), gaps,
+            h.failed_clients, h.rejected_updates, h.failed_evaluations, kept, seconds, clock(elapsed), clock(eta),
         )
         self.round_started = time.perf_counter()
 

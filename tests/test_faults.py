@@ -141,7 +141,7 @@ def test_failure_counts_follow_the_seeded_draws(federation, tmp_path):
 
 def test_the_console_line_counts_failures(federation, tmp_path, caplog):
     federation({**SETTINGS, "num-server-rounds": 1, "fail-states": "CA,WY"}, tmp_path / "r")
-    line = next(l for l in caplog.text.splitlines() if "round   1 |" in l)
+    line = next(l for l in caplog.text.splitlines() if "round   1/1 |" in l)
     assert "| failed 2 rejected 0 eval-failed 0 |" in line
 
 
