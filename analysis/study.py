@@ -478,7 +478,8 @@ def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -
         left = [r.strategy for _, r, _ in todo[done:]]
         seconds = eta(left, walls)
         what = "completed" if ok else f"FAILED (exit {code}; log {log})"
-        say(f"[{done}/{len(todo)}] {run.strategy} {run.config} seed {run.seed}: {what} in {_duration(wall)}"
+        label = run.strategy if run.config == "-" else f"{run.strategy} {run.config}"
+        say(f"[{done}/{len(todo)}] {label} seed {run.seed}: {what} in {_duration(wall)}"
             f"{' (resumed)' if state == 'resume' else ''} | {len(left)} left"
             + (f", ETA {_duration(seconds)}" if left and seconds is not None else ""))
     return rows

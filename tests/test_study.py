@@ -421,6 +421,42 @@ def test_a_directory_with_files_but_no_study_is_refused(tmp_path, capsys):
     assert "is not empty and holds no study.json" in capsys.readouterr().err
 
 
+def test_a_failed_run_is_recorded_the_study_goes_on_and_a_rerun_resumes_only_what_is_unfinished(
+        tmp_path, monkeypatch, capsys):
+    """run.sh stands in here for a trainer that writes results like a run (the e2e test runs the real one)."""
+    import analysis.study as study_module
+
+    calls = []
+
+    def fake_train(run_config: str, log: Path) -> int:
+        keys = dict(re.findall(r'(\S+?)=("[^"]*"|\S+)', run_config))
+        run_dir, strategy, seed = Path(json.loads(keys["results-dir"])), json.loads(keys["strategy"]), int(keys["seed"])
+        calls.append((run_dir.name, "resume" in keys))
+        if (strategy, seed) == ("ifca", 1) and len(calls) <= 4:  # fails the first time, leaving a started run
+            run_dir.mkdir(parents=True)
+            (run_dir / "config.json").write_text("{}")
+            return 1
+        if run_dir.exists():
+            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        write_run(run_dir, strategy, seed)
+        return 0
+
+    monkeypatch.setattr(study_module, "train", fake_train)
+    monkeypatch.setattr(study_module, "preflight", lambda run_config: None)
+    out, argv = tmp_path / "s", ["--strategies", "fedavg ifca", "--seeds", "2", "--out", str(tmp_path / "s")]
+    assert main(argv) == 1
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    assert runs["status"].tolist() == ["completed", "completed", "completed", "failed"]
+    assert "FAILED (exit 1" in capsys.readouterr().err
+    assert "`runs/ifca_seed1` (failed)" in (out / "report.md").read_text()
+
+    assert main(argv) == 0
+    assert calls[4:] == [("ifca_seed1", True)]  # only the failed run, continued from its directory
+    again = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    assert again["status"].tolist() == ["completed"] * 4
+    assert again["wall_s"][:3].tolist() == runs["wall_s"][:3].tolist()
+
+
 def test_a_bad_value_is_refused_by_the_apps_own_check_before_any_run(tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
@@ -499,7 +535,7 @@ def test_a_killed_study_resumes_and_a_complete_one_trains_nothing(tmp_path):
     if finished:
         assert "1 complete (skipped)" in second.stderr and resumed == []
     else:
-        assert "1 to resume" in second.stderr and "fedavg - seed 0: completed" in second.stderr
+        assert "1 to resume" in second.stderr and "fedavg seed 0: completed in" in second.stderr
         assert len(resumed) == 1
     assert set(read_summary(out)["n_seeds"]) == {2}
 
