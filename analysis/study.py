@@ -241,16 +241,19 @@ def build_grid(args: argparse.Namespace) -> tuple[Grid, Path]:
     if given is not None and not fair:
         raise StudyError(f"{where}: weights apply to Fair-* strategies and none is in the study "
                          f"({' '.join(strategies)})")
-    lambdas = parse_lambdas(given, where) if given is not None and fair else (DEFAULT_LAMBDAS if fair else ())
+    lambdas = parse_lambdas(given, where) if given is not None else (DEFAULT_LAMBDAS if fair else ())
     common = check_keys(data.get("run-config", {}), f"{source}: run-config")
     common.update(check_keys(parse_run_config(args.run_config or ""), "--run-config"))
     per_strategy = {}
     for strategy, keys in data.get("strategy-config", {}).items():
-        if strategy not in strategies:
-            raise StudyError(f"{source}: strategy-config.{strategy}: '{strategy}' is not among the study's "
-                             f"strategies ({' '.join(strategies)})")
-        per_strategy[strategy] = check_keys(keys, f"{source}: strategy-config.{strategy}")
-    out = args.out if args.out is not None else (Path(data["out"]) if "out" in data else None)
+        where = f"{source}: strategy-config.{strategy}"
+        if strategy not in valid_strategies():
+            raise StudyError(f"{where}: unknown strategy '{strategy}'; valid choices: {', '.join(valid_strategies())}")
+        if strategy in strategies:  # keys of a strategy left out with --strategies are not part of the study
+            per_strategy[strategy] = check_keys(keys, where)
+    if args.out is None and not isinstance(data.get("out", ""), str):
+        raise StudyError(f"{source}: out must be a directory name, got {data['out']!r}")
+    out = args.out if args.out is not None else (Path(data["out"]) if data.get("out") else None)
     if out is None:
         raise StudyError("--out: the study directory is required (or 'out' in the grid file)")
     return Grid(strategies, seeds, lambdas, common, per_strategy), out.expanduser().resolve()

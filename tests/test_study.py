@@ -157,6 +157,8 @@ def test_a_grid_file_gives_the_study_and_per_strategy_keys(tmp_path):
     assert grid.run_config == {"data-source": '"synthetic"', "num-server-rounds": "2"}  # the command line wins
     assert [r.keys.get("k") for r in plan(grid)] == [None, "3", None, "3"]
     assert out == Path.cwd() / "study"
+    only, _ = build_grid(build_parser().parse_args(["--grid", str(grid_file), "--strategies", "fedavg"]))
+    assert only.strategy_config == {}  # keys of a strategy left out are not part of the study
 
 
 def test_the_example_grid_file_is_a_valid_grid():
@@ -401,6 +403,11 @@ def test_unknown_grid_keys_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--grid", str(grid), "--out", str(tmp_path / "out")])
     assert "has unknown key(s) rounds; valid keys: strategies, seeds, lambdas, out, run-config" in capsys.readouterr().err
+    grid.write_text('strategies = ["fedavg"]\n[strategy-config.fedprox]\nmu = 1\n')
+    with pytest.raises(SystemExit):
+        main(["--grid", str(grid), "--out", str(tmp_path / "out")])
+    assert "strategy-config.fedprox: unknown strategy 'fedprox'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_another_study_in_the_out_dir_is_refused_naming_what_differs(study, capsys):
