@@ -495,7 +495,7 @@ def gaussian_section(gaussian: pd.DataFrame, out: Path) -> list[Block]:
     ]
 
 
-def runs_section(rows: Sequence[dict[str, Any]], planned: Sequence[PlannedRun], out: Path) -> list[Block]:
+def runs_section(rows: Sequence[dict[str, Any]], out: Path) -> list[Block]:
     study = json.loads((out / "study.json").read_text())["grid"]
     tally = pd.Series([r["status"] for r in rows]).value_counts().to_dict() if rows else {}
     blocks: list[Block] = [
@@ -573,7 +573,7 @@ def write_outputs(out: Path, planned: Sequence[PlannedRun], rows: Sequence[dict[
         *cluster_section(arms, diagnostics, churn, out),
         *convergence_section(arms, convergence, which, out),
         *gaussian_section(gaussian, out),
-        *runs_section(rows, planned, out),
+        *runs_section(rows, out),
     ]
     write_atomic(out / "report.md", to_markdown(blocks).encode())
     write_atomic(out / "report.html", to_html(blocks, out, TITLE).encode())

@@ -538,7 +538,7 @@ def _lambda_claim(arms: Sequence[Arm], which: str) -> Claim:
     settings = fair.runs[fair.seeds[0]].config["config"]
     gap = f"{settings.get('fair-metric', 'sp')}_gap"
     attribute = settings.get("fair-attribute", "sex")
-    parts, lower = [note + f"lambda {low_w:g} -> {high_w:g}:"], []
+    parts, lower = [], []
     for metric, attr in (("accuracy", ""), (gap, attribute)):
         deltas = []
         for seed in sorted(set(low.runs) & set(high.runs)):
@@ -550,10 +550,10 @@ def _lambda_claim(arms: Sequence[Arm], which: str) -> Claim:
         series = [(w, np.nanmean([a.value(s, a.round_of(s, which), "MEAN", attr, metric) for s in a.seeds
                                   if a.round_of(s, which) is not None])) for w, a in points]
         rho = spearmanr([w for w, _ in series], [v for _, v in series]).statistic if len(series) >= 3 else math.nan
-        parts.append(f"Δ {_quantity(attr, metric) if metric != 'accuracy' else 'accuracy'} "
+        parts.append(f"Δ {_quantity(attr, metric)} "
                      f"{_interval(mean, lo, hi, n)} over {n} seed(s), Spearman rho {_fmt(rho, True)}")
     outcome = "supported" if all(lower) else "mixed" if any(lower) else "not supported"
-    return Claim(claim, rule, outcome, " ".join(parts[:1]) + " " + "; ".join(parts[1:]))
+    return Claim(claim, rule, outcome, f"{note}lambda {low_w:g} -> {high_w:g}: " + "; ".join(parts))
 
 
 def _gaussian_claim(gaussian: pd.DataFrame) -> Claim:

@@ -28,7 +28,7 @@ from analysis.compare import RunResults
 from analysis.document import to_markdown
 from analysis.study import build_grid, build_parser, eta, main, plan, study_record, study_settings
 from analysis.study_report import data_section
-from analysis.study_tables import Arm
+from analysis.study_tables import Arm, verdict
 from clients.sources import FOLKTABLES_STATES
 from clients.tasks import ATTRIBUTES
 from conftest import REPO
@@ -245,6 +245,18 @@ def test_signed_rank_test_drops_zero_deltas_and_is_undefined_without_any():
     assert np.isnan(signed_rank_test([0.0, 0.0])[1])
 
 
+@pytest.mark.parametrize(("metric", "mean", "low", "high", "p_holm", "seeds", "expected"), [
+    ("accuracy", 0.05, 0.01, 0.09, 0.01, 3, "better"),
+    ("sp_gap", 0.05, 0.01, 0.09, 0.01, 3, "worse"),  # a larger gap is worse
+    ("accuracy", 0.05, -0.01, 0.09, 0.01, 3, "no clear change"),  # the interval over seeds holds 0
+    ("accuracy", 0.05, 0.05, 0.05, 0.01, 1, "better"),  # one seed: no interval to ask
+    ("sp_gap", -0.05, -0.09, -0.01, 0.06, 3, "no clear change"),  # not significant across clients
+])
+def test_a_comparison_is_decided_by_the_sign_holm_and_the_interval_over_seeds(metric, mean, low, high, p_holm,
+                                                                             seeds, expected):
+    assert verdict(metric, mean, low, high, p_holm, seeds) == expected
+
+
 def test_states_outside_zero_count_per_state_intervals(study):
     tests = pd.read_csv(study / "tests.csv", keep_default_na=False, na_values=[""])
     deltas = pd.read_csv(study / "state_deltas.csv", keep_default_na=False, na_values=[""])
@@ -356,6 +368,7 @@ def test_report_has_every_section_and_one_row_per_claim(study):
     assert positions == sorted(positions)
     claims = pd.read_csv(study / "claims.csv")
     assert len(claims) == 5 and set(claims["verdict"]) <= {"supported", "not supported", "mixed", "not assessable"}
+    assert claims.loc[0, "verdict"] == "supported"  # made-up predictions: personalization is right more often
     assert claims.loc[4, "verdict"] == "supported"  # the Gaussian model, published setting
     assert "Every run used the same data: income task, synthetic" in text
 
