@@ -6,6 +6,8 @@
 #   ./run.sh deploy [--run-config '...'] the same on Flower's deployment engine (SuperLink + SuperNodes)
 #   ./run.sh compare [--run-config '...'] every strategy with the study's settings, then the
 #                                       per-state comparison against FedAvg
+#   ./run.sh study [--strategies '...'] [--seeds N|0,1,2] [--lambdas 0.5,1] [--run-config '...'] [--grid FILE] --out DIR
+#                                       strategies x seeds (resumable), summary with bootstrap CIs, report
 # `run` takes care of the Flower traps measured here (see README): no runtime dependency
 # install, absolute paths, the right number of SuperNodes, its own SuperLink (own FLWR_HOME
 # and ports, stopped by pid at the end), and a non-zero exit when the run failed.
@@ -131,5 +133,7 @@ case "$cmd" in
   run) setup; run_experiment "$@" ;;
   deploy) setup; exec "$PY" -m fl_app.deploy "$@" ;;
   compare) setup; compare_strategies "$@" ;;
-  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X]" >&2; exit 2 ;;
+  # The user's directory stays the working one, so --out and --grid resolve where they were typed.
+  study) setup; PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m analysis.study "$@" ;;
+  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X] | study [--strategies '...'] [--seeds ...] [--lambdas ...] [--run-config '...'] [--grid FILE] --out DIR" >&2; exit 2 ;;
 esac

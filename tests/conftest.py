@@ -123,3 +123,7 @@ def real_fedavg_run(tmp_path_factory) -> Path:
     proc = run_sh("run", "--run-config", f'{REAL_RUN_CONFIG} results-dir="{results}"', env={"FAIRFL_ACTOR_CPUS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return results
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: a real study or run through ./run.sh (slow; select with -m e2e)")

@@ -1,0 +1,539 @@
+"""The study: every strategy x configuration x seed through `./run.sh run`, resumable, then one summary
+with bootstrap intervals over seeds and one report (Markdown and self-contained HTML).
+
+`./run.sh study` or `python -m analysis.study --strategies 'fedavg ifca fair-ifca' --seeds 5
+--lambdas 0.5,1,5 --run-config '<common keys>' --out DIR [--grid FILE.toml]`.
+
+A study directory holds `study.json` (its grid), `runs.csv`, `runs/<run>/` (one results directory per
+run), `logs/<run>.log`, and the outputs (`summary.csv`, the report and its tables). Running the same
+command again trains nothing that is complete, resumes killed runs, retries failed ones and rewrites
+the outputs; a directory holding another study is refused. Grid files: `analysis/grids/paper.toml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+from flwr.common.config import parse_config_args
+
+from analysis.gaussian import OneLineErrorParser
+from analysis.results import ResultsError, write_atomic
+
+REPO = Path(__file__).resolve().parent.parent
+RUNS_COLUMNS = ["strategy", "config", "seed", "run_dir", "status", "wall_s"]
+GRID_KEYS = ("strategies", "seeds", "lambdas", "out", "run-config", "strategy-config")
+STUDY_KEYS = ("strategy", "seed", "results-dir", "resume")  # set by the study for every run
+LAMBDA_KEY = "lambda"  # set by --lambdas for Fair-* strategies
+DEFAULT_SEEDS = 5  # the paper averages over five seeds
+DEFAULT_LAMBDAS = (1.0,)  # run.sh compare's default weight
+LOCK_FILE = ".study.lock"
+
+
+class StudyError(ValueError):
+    """Bad study input, found before any run; the message names the option, key or file."""
+
+
+# --- the strategy registry's part: the one place to rewire when strategies come from it -------------
+
+def valid_strategies() -> tuple[str, ...]:
+    """Strategy names a study accepts (today's; the lead rewires this to the strategy registry)."""
+    return ("fedavg", "perfedavg", "ifca", "fair-ifca")
+
+
+def study_settings(strategy: str) -> dict[str, str]:
+    """The paper's hyperparameters of a strategy as run-config literals; the user's keys override them.
+
+    FedAvg-like and fine-tuning methods: lr 0.001 x 10 local epochs; clustered FL: lr 0.05 x 1 epoch.
+    """
+    if strategy in ("fedavg", "perfedavg", "local", "ditto", "centralized") or strategy.startswith("flwr:"):
+        return {"lr": "0.001", "local-epochs": "10"}
+    if strategy in ("ifca", "fair-ifca", "flhc", "fair-flhc"):
+        return {"lr": "0.05", "local-epochs": "1"}
+    raise StudyError(f"no study settings for strategy '{strategy}'")
+
+
+def takes_lambda(strategy: str) -> bool:
+    """Fair-* strategies weigh a fairness gap by `lambda`, the study's --lambdas axis."""
+    return strategy.startswith("fair-")
+
+
+def is_personalized(strategy: str) -> bool:
+    """Personalized FL: each client deploys its own or its cluster's model (not one global model,
+    not local-only or centralized training)."""
+    return strategy not in ("fedavg", "local", "centralized") and not strategy.startswith("flwr:")
+
+
+# --- the grid -------------------------------------------------------------------------------------
+
+def app_config_keys() -> tuple[str, ...]:
+    """The run-config keys the app accepts (pyproject's [tool.flwr.app.config])."""
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        return tuple(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+
+
+def literal(value: Any, where: str) -> str:
+    """A run-config value as flwr's --run-config parses it back: TOML scalars only."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise StudyError(f"{where}: {value!r} is not a finite number")
+        return repr(value)
+    if isinstance(value, str):
+        if '"' in value:
+            raise StudyError(f"{where}: a value may not contain a double quote, got {value!r}")
+        return json.dumps(value)
+    raise StudyError(f"{where}: {value!r} is not a string, number or boolean")
+
+
+def parse_run_config(text: str, where: str = "--run-config") -> dict[str, Any]:
+    """'k=v k2="s"' parsed exactly as flwr run parses it."""
+    try:
+        return parse_config_args([text]) if text.strip() else {}
+    except (ValueError, click.ClickException) as error:
+        message = error.format_message() if isinstance(error, click.ClickException) else str(error)
+        raise StudyError(f"{where}: {message}") from None
+
+
+def check_keys(keys: Mapping[str, Any], where: str, fair: bool = False) -> dict[str, str]:
+    """Run-config keys checked against the app's and the study's own; returned as literals."""
+    valid = [k for k in app_config_keys() if k not in (*STUDY_KEYS, LAMBDA_KEY)]
+    unknown = sorted(set(keys) - set(valid) - {*STUDY_KEYS, LAMBDA_KEY})
+    if unknown:
+        raise StudyError(f"{where}: unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    owned = [k for k in keys if k in STUDY_KEYS]
+    if owned:
+        raise StudyError(f"{where}: key(s) {', '.join(owned)} are set by the study for every run "
+                         "(strategy: --strategies, seed: --seeds, results-dir: --out)")
+    if LAMBDA_KEY in keys:
+        raise StudyError(f"{where}: 'lambda' of Fair-* strategies is the study's --lambdas (grid: lambdas)")
+    return {k: literal(v, f"{where} key '{k}'") for k, v in keys.items()}
+
+
+def parse_seeds(value: Any, where: str = "--seeds") -> tuple[int, ...]:
+    """N (an integer >= 1) means seeds 0..N-1; a list (or text with commas: '0,1,2', '7,') names them."""
+    hint = "give N (seeds 0..N-1) or a comma-separated list such as 0,1,2"
+    if isinstance(value, str):
+        text = value.strip()
+        if "," not in text:
+            value = int(text) if re.fullmatch(r"\d+", text) else None
+        else:
+            parts = [p.strip() for p in text.split(",") if p.strip()]
+            if not parts or not all(re.fullmatch(r"\d+", p) for p in parts):
+                raise StudyError(f"{where}: {text!r} is not a list of non-negative integers; {hint}")
+            value = [int(p) for p in parts]
+    if isinstance(value, bool) or value is None:
+        raise StudyError(f"{where}: {value!r} is not a number of seeds; {hint}")
+    if isinstance(value, int):
+        if value < 1:
+            raise StudyError(f"{where}: the number of seeds must be >= 1, got {value}; {hint}")
+        return tuple(range(value))
+    if not isinstance(value, list) or not value or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise StudyError(f"{where}: {value!r} is not a list of non-negative integers; {hint}")
+    if len(set(value)) != len(value):
+        raise StudyError(f"{where}: seed(s) listed twice: {value}")
+    return tuple(value)
+
+
+def parse_lambdas(value: Any, where: str = "--lambdas") -> tuple[float, ...]:
+    """Comma-separated (or a list of) finite weights >= 0, none twice."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise StudyError(f"{where}: {value!r} is not a list of weights such as 0.5,1,5")
+    weights = []
+    for item in items:
+        try:
+            weight = float(item) if not isinstance(item, bool) else math.nan
+        except (TypeError, ValueError):
+            weight = math.nan
+        if not math.isfinite(weight) or weight < 0:
+            raise StudyError(f"{where}: {item!r} is not a finite weight >= 0")
+        weights.append(weight)
+    if len(set(weights)) != len(weights):
+        raise StudyError(f"{where}: a weight is listed twice: {items}")
+    return tuple(weights)
+
+
+def parse_strategies(value: Any, where: str = "--strategies") -> tuple[str, ...]:
+    names = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise StudyError(f"{where}: {value!r} is not a list of strategy names")
+    valid = valid_strategies()
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise StudyError(f"{where}: unknown strategy {', '.join(unknown)}; valid choices: {', '.join(valid)}")
+    if len(set(names)) != len(names):
+        raise StudyError(f"{where}: a strategy is listed twice: {' '.join(names)}")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What defines a study: strategies, seeds, Fair-* weights, common and per-strategy run-config keys
+    (as run-config literals)."""
+
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    lambdas: tuple[float, ...]
+    run_config: dict[str, str] = field(default_factory=dict)
+    strategy_config: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"strategies": list(self.strategies), "seeds": list(self.seeds), "lambdas": list(self.lambdas),
+                "run-config": self.run_config, "strategy-config": self.strategy_config}
+
+
+def read_grid_file(path: Path) -> dict[str, Any]:
+    """The grid file's table, its keys checked (values are checked with the command-line ones)."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise StudyError(f"--grid: cannot read {str(path)!r}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"--grid: {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(data) - set(GRID_KEYS))
+    if unknown:
+        raise StudyError(f"--grid: {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(GRID_KEYS)}")
+    for key in ("run-config", "strategy-config"):
+        if key in data and not isinstance(data[key], dict):
+            raise StudyError(f"--grid: {path}: '{key}' must be a table ([{key}])")
+    for strategy, keys in data.get("strategy-config", {}).items():
+        if not isinstance(keys, dict):
+            raise StudyError(f"--grid: {path}: 'strategy-config.{strategy}' must be a table of run-config keys")
+    nested = [k for k, v in data.get("run-config", {}).items() if isinstance(v, dict)]
+    if nested:
+        raise StudyError(f"--grid: {path}: run-config key(s) {', '.join(nested)} must be values, not tables")
+    return data
+
+
+def build_grid(args: argparse.Namespace) -> tuple[Grid, Path]:
+    """The study's grid and output directory from --grid (if any) with the command line on top."""
+    data = read_grid_file(args.grid) if args.grid else {}
+    source = f"--grid {args.grid}"
+    strategies = parse_strategies(args.strategies if args.strategies is not None
+                                  else data.get("strategies", " ".join(valid_strategies())),
+                                  "--strategies" if args.strategies is not None else f"{source}: strategies")
+    seeds = parse_seeds(args.seeds if args.seeds is not None else data.get("seeds", DEFAULT_SEEDS),
+                        "--seeds" if args.seeds is not None else f"{source}: seeds")
+    fair = [s for s in strategies if takes_lambda(s)]
+    given = args.lambdas if args.lambdas is not None else data.get("lambdas")
+    where = "--lambdas" if args.lambdas is not None else f"{source}: lambdas"
+    if given is not None and not fair:
+        raise StudyError(f"{where}: weights apply to Fair-* strategies and none is in the study "
+                         f"({' '.join(strategies)})")
+    lambdas = parse_lambdas(given, where) if given is not None else (DEFAULT_LAMBDAS if fair else ())
+    common = check_keys(data.get("run-config", {}), f"{source}: run-config")
+    common.update(check_keys(parse_run_config(args.run_config or ""), "--run-config"))
+    per_strategy = {}
+    for strategy, keys in data.get("strategy-config", {}).items():
+        where = f"{source}: strategy-config.{strategy}"
+        if strategy not in valid_strategies():
+            raise StudyError(f"{where}: unknown strategy '{strategy}'; valid choices: {', '.join(valid_strategies())}")
+        if strategy in strategies:  # keys of a strategy left out with --strategies are not part of the study
+            per_strategy[strategy] = check_keys(keys, where)
+    if args.out is None and not isinstance(data.get("out", ""), str):
+        raise StudyError(f"{source}: out must be a directory name, got {data['out']!r}")
+    out = args.out if args.out is not None else (Path(data["out"]) if data.get("out") else None)
+    if out is None:
+        raise StudyError("--out: the study directory is required (or 'out' in the grid file)")
+    return Grid(strategies, seeds, lambdas, common, per_strategy), out.expanduser().resolve()
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the study: its strategy, configuration label, seed, directory name and keys."""
+
+    strategy: str
+    config: str  # "lambda=1" for Fair-* strategies, else "-"
+    seed: int
+    name: str
+    keys: dict[str, str]  # run-config literals, without results-dir and resume
+
+    def run_config(self, run_dir: Path, resume: bool) -> str:
+        keys = {**self.keys, "results-dir": json.dumps(str(run_dir))}
+        if resume:
+            keys["resume"] = json.dumps(str(run_dir))
+        return " ".join(f"{k}={v}" for k, v in keys.items())
+
+    @property
+    def run_dir(self) -> str:
+        return f"runs/{self.name}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "", text.replace(":", "-"))
+
+
+def configurations(grid: Grid, strategy: str) -> list[tuple[str, dict[str, str]]]:
+    """(label, keys) of each configuration of a strategy: one per weight for Fair-*, else one."""
+    if takes_lambda(strategy):
+        return [(f"lambda={w:g}", {LAMBDA_KEY: repr(w)}) for w in grid.lambdas]
+    return [("-", {})]
+
+
+def plan(grid: Grid) -> list[PlannedRun]:
+    """Every run, seed by seed, so that early seeds give complete comparisons first.
+
+    Keys in order of precedence, later winning: study settings, the weight, common, per-strategy keys.
+    """
+    runs = []
+    for seed in grid.seeds:
+        for strategy in grid.strategies:
+            for label, extra in configurations(grid, strategy):
+                keys = {"strategy": json.dumps(strategy), **study_settings(strategy), **extra, **grid.run_config,
+                        **grid.strategy_config.get(strategy, {}), "seed": str(seed)}
+                name = "_".join(p for p in (_slug(strategy), _slug(label) if label != "-" else "", f"seed{seed}") if p)
+                runs.append(PlannedRun(strategy, label, seed, name, keys))
+    return runs
+
+
+def study_record(grid: Grid, runs: Sequence[PlannedRun]) -> dict[str, Any]:
+    """study.json: the grid and every run's keys, which together identify the study."""
+    return {"grid": grid.to_json(),
+            "runs": [{"strategy": r.strategy, "config": r.config, "seed": r.seed, "run_dir": r.run_dir,
+                      "keys": r.keys} for r in runs]}
+
+
+def study_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two study.json records, in words (empty: the same study)."""
+    found = []
+    for key, value in new["grid"].items():
+        before = old.get("grid", {}).get(key)
+        if before != value:
+            found.append(f"{key} {json.dumps(before)} there, {json.dumps(value)} now")
+    if not found:
+        before = {r["run_dir"]: r["keys"] for r in old.get("runs", [])}
+        for run in new["runs"]:
+            was = before.get(run["run_dir"], {})
+            changed = sorted(k for k in set(was) | set(run["keys"]) if was.get(k) != run["keys"].get(k))
+            if changed:
+                found.append(f"{run['run_dir']}: " + "; ".join(
+                    f"{k} {was.get(k, 'unset')} there, {run['keys'].get(k, 'unset')} now" for k in changed))
+    return found
+
+
+def check_out_dir(out: Path, record: Mapping[str, Any]) -> None:
+    """Refuse a directory that is a file, holds another study, or holds files but no study."""
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"--out: {str(out)!r} exists and is not a directory")
+    if not out.is_dir() or not [p for p in out.iterdir() if p.name != LOCK_FILE]:
+        return
+    stored = out / "study.json"
+    if not stored.is_file():
+        raise StudyError(f"--out: {str(out)!r} is not empty and holds no study.json; choose a new directory")
+    try:
+        old = json.loads(stored.read_text())
+    except (OSError, ValueError) as error:
+        raise StudyError(f"--out: cannot read {stored}: {error}") from None
+    differences = study_differences(old, record)
+    if differences:
+        raise StudyError(f"--out: {str(out)!r} holds a different study ({stored}): " + "; ".join(differences)
+                         + ". Use a new --out for a new study.")
+
+
+# --- running --------------------------------------------------------------------------------------
+
+def run_state(run_dir: Path) -> str:
+    """complete (summary.json), resume (a run started there: config.json) or new."""
+    if (run_dir / "summary.json").is_file():
+        return "complete"
+    if (run_dir / "config.json").is_file():
+        return "resume"
+    return "new"
+
+
+def run_environment() -> dict[str, str]:
+    """run.sh uses this interpreter's virtualenv unless told otherwise, so it never builds another."""
+    return {**os.environ, "FAIRFL_VENV": os.environ.get("FAIRFL_VENV", sys.prefix)}
+
+
+def preflight(run_config: str) -> str | None:
+    """The app's own pre-flight check of one run's config and data (None: fine, else its message)."""
+    proc = subprocess.run([sys.executable, "-m", "fl_app.check", "--run-config", run_config], cwd=REPO,
+                          env=run_environment(), capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1].removeprefix("error: ")
+
+
+def train(run_config: str, log: Path) -> int:
+    """One `./run.sh run`; its output goes to `log` (appended, so a resumed run's log keeps both parts)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        handle.write(f"\n=== ./run.sh run --run-config '{run_config}'\n")
+        handle.flush()
+        return subprocess.run(["bash", str(REPO / "run.sh"), "run", "--run-config", run_config], cwd=REPO,
+                              env=run_environment(), stdout=handle, stderr=subprocess.STDOUT).returncode
+
+
+def read_runs_csv(path: Path) -> dict[str, dict[str, str]]:
+    """Earlier rows of runs.csv by run_dir (wall times of runs completed before)."""
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return {row["run_dir"]: row for row in frame.to_dict("records")} if "run_dir" in frame else {}
+
+
+def write_runs_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    frame = pd.DataFrame(list(rows), columns=RUNS_COLUMNS)
+    write_atomic(path, frame.to_csv(index=False, lineterminator="\n").encode())
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def eta(remaining: Sequence[str], walls: Mapping[str, list[float]]) -> float | None:
+    """Seconds left: each remaining run at its strategy's mean wall time so far (else all runs' mean)."""
+    every = [w for ws in walls.values() for w in ws]
+    if not every:
+        return None
+    mean = sum(every) / len(every)
+    return sum(sum(walls[s]) / len(walls[s]) if walls.get(s) else mean for s in remaining)
+
+
+def lock(out: Path) -> int:
+    """Hold an exclusive lock on the study directory for this process's lifetime (freed even by SIGKILL)."""
+    fd = os.open(out / LOCK_FILE, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StudyError(f"--out: another study process is running in {str(out)!r}") from None
+    return fd
+
+
+def check_configs(out: Path, runs: Sequence[PlannedRun]) -> None:
+    """The app's pre-flight check once per configuration with work left, before anything is written."""
+    checked = set()
+    for run in runs:
+        state = run_state(out / run.run_dir)
+        if state == "complete" or (run.strategy, run.config) in checked:
+            continue
+        checked.add((run.strategy, run.config))
+        problem = preflight(run.run_config(out / run.run_dir, state == "resume"))
+        if problem:
+            raise StudyError(f"{run.strategy} ({run.config}), {run.run_dir}: {problem}")
+
+
+def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Train what is not complete, one run at a time, keeping runs.csv current; returns its rows.
+
+    A resumed run's wall_s is the time of the invocation that finished it.
+    """
+    before = read_runs_csv(out / "runs.csv")
+    rows, todo, walls = [], [], {}
+    for run in runs:
+        state = run_state(out / run.run_dir)
+        wall = before.get(run.run_dir, {}).get("wall_s", "") if state == "complete" else ""
+        rows.append({"strategy": run.strategy, "config": run.config, "seed": run.seed, "run_dir": run.run_dir,
+                     "status": "completed" if state == "complete" else "pending", "wall_s": wall})
+        if state != "complete":
+            todo.append((len(rows) - 1, run, state))
+        elif wall:
+            walls.setdefault(run.strategy, []).append(float(wall))
+    write_runs_csv(out / "runs.csv", rows)
+    if not todo:
+        say(f"nothing to train: all {len(runs)} runs in {out} are complete; rewriting summary and report")
+        return rows
+    resumes = sum(state == "resume" for *_, state in todo)
+    say(f"study {out}: {len(runs)} runs, {len(runs) - len(todo)} complete (skipped), {resumes} to resume, "
+        f"{len(todo) - resumes} to train")
+    for done, (index, run, state) in enumerate(todo, start=1):
+        run_dir, log = out / run.run_dir, out / "logs" / f"{run.name}.log"
+        if state == "new" and run_dir.exists():
+            shutil.rmtree(run_dir)  # started but never wrote config.json: nothing to continue
+        started = time.monotonic()
+        code = train(run.run_config(run_dir, state == "resume"), log)
+        wall = time.monotonic() - started
+        ok = code == 0 and run_state(run_dir) == "complete"
+        rows[index].update(status="completed" if ok else "failed", wall_s=f"{wall:.1f}")
+        write_runs_csv(out / "runs.csv", rows)
+        if ok:
+            walls.setdefault(run.strategy, []).append(wall)
+        left = [r.strategy for _, r, _ in todo[done:]]
+        seconds = eta(left, walls)
+        what = "completed" if ok else f"FAILED (exit {code}; log {log})"
+        label = run.strategy if run.config == "-" else f"{run.strategy} {run.config}"
+        say(f"[{done}/{len(todo)}] {label} seed {run.seed}: {what} in {_duration(wall)}"
+            f"{' (resumed)' if state == 'resume' else ''} | {len(left)} left"
+            + (f", ETA {_duration(seconds)}" if left and seconds is not None else ""))
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog="python -m analysis.study", description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", help=f"space-separated (default: all: {' '.join(valid_strategies())})")
+    parser.add_argument("--seeds", help=f"N for seeds 0..N-1 or a list such as 0,1,2 (default {DEFAULT_SEEDS})")
+    parser.add_argument("--lambdas", help="Fair-* weights, e.g. 0.5,1,5 (default 1)")
+    parser.add_argument("--run-config", help="keys common to every run, as for ./run.sh run")
+    parser.add_argument("--grid", type=Path, help="TOML grid file (analysis/grids/paper.toml); options override it")
+    parser.add_argument("--out", type=Path, help="study directory (new, or this study's to continue)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        grid, out = build_grid(args)
+        runs = plan(grid)
+        record = study_record(grid, runs)
+        check_out_dir(out, record)
+        check_configs(out, runs)
+        out.mkdir(parents=True, exist_ok=True)
+        held = lock(out)
+        if not (out / "study.json").is_file():
+            write_atomic(out / "study.json", (json.dumps(record, indent=2) + "\n").encode())
+        rows = execute(out, runs, say)
+    except StudyError as error:
+        parser.error(str(error))
+    from analysis.study_report import write_outputs  # matplotlib and friends only once runs are done
+
+    try:
+        written = write_outputs(out, runs, rows)
+    except ResultsError as error:  # a completed run's files were changed or damaged since
+        say(f"python -m analysis.study: error: cannot report: {error}")
+        return 1
+    finally:
+        os.close(held)
+    print("wrote " + ", ".join(str(p) for p in written))
+    failed = [r["run_dir"] for r in rows if r["status"] == "failed"]
+    if failed:
+        say(f"{len(failed)} run(s) failed: {', '.join(failed)} (see logs/); run the same command to retry them")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
