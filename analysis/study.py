@@ -33,7 +33,11 @@ import pandas as pd
 from flwr.common.config import parse_config_args
 
 from analysis.gaussian import OneLineErrorParser
-from analysis.results import ResultsError, write_atomic
+from core.settings import ConfigError
+from strategies.algorithm import StrategySpec
+from strategies.flower import NAMES as FLOWER_NAMES
+from strategies.registry import STRATEGIES, own_keys, spec_for
+from recorder.files import ResultsError, write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS_COLUMNS = ["strategy", "config", "seed", "run_dir", "status", "wall_s"]
@@ -52,31 +56,32 @@ class StudyError(ValueError):
 # --- the strategy registry's part: the one place to rewire when strategies come from it -------------
 
 def valid_strategies() -> tuple[str, ...]:
-    """Strategy names a study accepts (today's; the lead rewires this to the strategy registry)."""
-    return ("fedavg", "perfedavg", "ifca", "fair-ifca")
+    """Strategy names a study accepts: the registry's, and Flower's built-ins."""
+    return (*STRATEGIES, *FLOWER_NAMES)
+
+
+def _spec(strategy: str) -> StrategySpec:
+    try:
+        return spec_for(strategy)
+    except ConfigError as err:
+        raise StudyError(str(err)) from None
 
 
 def study_settings(strategy: str) -> dict[str, str]:
-    """The paper's hyperparameters of a strategy as run-config literals; the user's keys override them.
-
-    FedAvg-like and fine-tuning methods: lr 0.001 x 10 local epochs; clustered FL: lr 0.05 x 1 epoch.
-    """
-    if strategy in ("fedavg", "perfedavg", "local", "ditto", "centralized") or strategy.startswith("flwr:"):
-        return {"lr": "0.001", "local-epochs": "10"}
-    if strategy in ("ifca", "fair-ifca", "flhc", "fair-flhc"):
-        return {"lr": "0.05", "local-epochs": "1"}
-    raise StudyError(f"no study settings for strategy '{strategy}'")
+    """The paper's hyperparameters of a strategy (the registry's) as run-config literals, without
+    `lambda` (the study's --lambdas axis); the user's keys override them."""
+    return {k: literal(v, k) for k, v in _spec(strategy).study.items() if k != "lambda"}
 
 
 def takes_lambda(strategy: str) -> bool:
     """Fair-* strategies weigh a fairness gap by `lambda`, the study's --lambdas axis."""
-    return strategy.startswith("fair-")
+    return "lambda" in own_keys(_spec(strategy))
 
 
 def is_personalized(strategy: str) -> bool:
     """Personalized FL: each client deploys its own or its cluster's model (not one global model,
     not local-only or centralized training)."""
-    return strategy not in ("fedavg", "local", "centralized") and not strategy.startswith("flwr:")
+    return _spec(strategy).personalized
 
 
 # --- the grid -------------------------------------------------------------------------------------

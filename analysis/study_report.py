@@ -27,7 +27,7 @@ from analysis.gaussian import ThresholdModel, optimal_threshold, plot_sweep, sna
 from analysis.gaussian_tables import SCENARIOS, SIGMA, THETA_SQUARE
 from analysis.regions import DIVISIONS, client_state
 from analysis.report import BOOTSTRAP_SEED, LEVEL, RESAMPLES, cell
-from analysis.results import write_atomic
+from recorder.files import write_atomic
 from analysis.stats import PLATEAU_TOL
 from analysis.study import PlannedRun
 from analysis.study_tables import (
@@ -50,7 +50,7 @@ from analysis.study_tables import (
     summary_table,
 )
 from analysis.tilemap import TILES, category_map, value_map
-from clients.sources import FOLKTABLES_STATES
+from core.states import FOLKTABLES_STATES
 
 DPI = 110
 COLORS = colormaps["tab10"].colors

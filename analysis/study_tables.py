@@ -24,7 +24,7 @@ from analysis.gaussian import ThresholdModel, evaluate
 from analysis.gaussian_tables import GROUP_RATES, PS, SCENARIOS, SIGMA, THETA_SQUARE
 from analysis.regions import DIVISION, REGION, client_state
 from analysis.report import bootstrap_ci
-from analysis.results import METRICS_COLUMNS, ResultsError
+from recorder.files import METRICS_COLUMNS, ResultsError
 from analysis.stats import (
     adjusted_rand_index,
     chosen_round,
@@ -35,7 +35,7 @@ from analysis.stats import (
     signed_rank_test,
 )
 from analysis.study import PlannedRun, is_personalized
-from clients.tasks import ATTRIBUTES
+from core.tasks import ATTRIBUTES
 
 ROUNDS = ("final", "val-chosen")
 LEVELS = {"mean": "MEAN", "pooled": "ALL"}  # summary level -> metrics.csv state row

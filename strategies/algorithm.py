@@ -131,3 +131,4 @@ class StrategySpec:
     settings: type | None = None
     handlers: Mapping[str, Handler] = field(default_factory=dict)
     study: Mapping[str, Any] = field(default_factory=dict)
+    personalized: bool = False  # each client deploys its own or its cluster's model

@@ -241,6 +241,7 @@ SPEC = StrategySpec(
     settings=IFCASettings,
     handlers=HANDLERS,
     study=STUDY,
+    personalized=True,
 )
 FAIR_SPEC = StrategySpec(
     name="fair-ifca",
@@ -250,4 +251,5 @@ FAIR_SPEC = StrategySpec(
     settings=FairIFCASettings,
     handlers=HANDLERS,
     study={**STUDY, "lambda": 1.0},
+    personalized=True,
 )

@@ -85,4 +85,5 @@ SPEC = StrategySpec(
     settings=PerFedAvgSettings,
     handlers={TRAIN_MESSAGE: train_meta, EVALUATE_MESSAGE: evaluate_adapted},
     study={"lr": 0.001, "local-epochs": 10},
+    personalized=True,
 )

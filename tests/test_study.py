@@ -20,18 +20,19 @@ import pytest
 from scipy.stats import wilcoxon
 from sklearn.metrics import adjusted_rand_score
 
-from analysis.fairness import confusion_counts, metrics_frame
+from core.counts import confusion_counts
+from recorder.metrics import metrics_frame
 from analysis.report import bootstrap_ci
-from analysis.results import COUNTS_COLUMNS
+from recorder.files import COUNTS_COLUMNS
 from analysis.stats import adjusted_rand_index, chosen_round, holm, pareto_front, plateau_round, signed_rank_test
 from analysis.compare import RunResults
 from analysis.document import to_markdown
 from analysis.study import build_grid, build_parser, eta, main, plan, study_record, study_settings
 from analysis.study_report import data_section
 from analysis.study_tables import Arm, verdict
-from clients.sources import FOLKTABLES_STATES
-from clients.tasks import ATTRIBUTES
-from conftest import REPO
+from core.states import FOLKTABLES_STATES
+from core.tasks import ATTRIBUTES
+from tests.conftest import REPO
 
 STATES = ["AL", "CA", "GA", "MN", "NY", "OH", "TX", "VT", "WA", "WY"]
 ROUNDS = 3
