@@ -35,13 +35,16 @@ from numba.core.caching import UserProvidedCacheLocator  # noqa: E402
 
 from analysis.fairness import confusion_counts, population_metrics  # noqa: E402
 
+if not numba_config.CACHE_DIR:  # numba was imported before this module set the variable
+    numba_config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
 
 class _ContentLocator(UserProvidedCacheLocator):
     """NUMBA_CACHE_DIR, in a folder named by this file's content instead of its path.
 
     numba names the folder after the source's directory, and `flwr run` installs the app under
-    a fresh temporary FLWR_HOME every run: each run's actors would compile from scratch (about
-    20 s each) and leave one more folder behind. Equal sources share their compiled code; an
+    a fresh temporary FLWR_HOME every run: each run's actors would compile from scratch (10-30 s
+    each, benchmarks/RESULTS.md) and leave one more folder behind. Equal sources share their compiled code; an
     edited one gets a folder of its own (numba also checks the source's hash on loading)."""
 
     @classmethod
@@ -67,7 +70,7 @@ def _kernel(**options):
 
 Params = dict[str, np.ndarray]
 
-PARAM_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+PARAM_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")  # clients.model's, which imports torch
 FD_DELTA = 1e-3  # finite-difference step of Per-FedAvg's Hessian-vector product (as clients.personalization)
 VARIANTS = ("first-order", "hessian-free")
 FAIR_METRICS = ("sp", "eo", "eodds")
@@ -216,12 +219,19 @@ def _effective_bias(W1T, b1, u, shifted, out):
 
 @_kernel(fastmath=_FAST)
 def _forward(W1T, bias, w2, b2, codes, col, sval, i, z, r):
-    """Pre-activations of record i into z[r] (bias plus one W1^T row per feature); returns its logit."""
-    h = bias.shape[0]
+    """Pre-activations of record i into z[r] (bias plus one W1^T row per feature); returns its logit.
+
+    Features go in pairs: one pass over z[r] per two rows of W1^T is a fifth faster."""
+    h, features = bias.shape[0], codes.shape[1]
     for k in range(h):
         z[r, k] = bias[k]
-    for f in range(codes.shape[1]):
-        c = uint32(codes[i, f])
+    for f in range(0, features - 1, 2):
+        c1, c2 = uint32(codes[i, f]), uint32(codes[i, f + 1])
+        j1, v1, j2, v2 = uint32(col[c1]), sval[c1], uint32(col[c2]), sval[c2]
+        for k in range(h):
+            z[r, k] += v1 * W1T[j1, k] + v2 * W1T[j2, k]
+    if features % 2:
+        c = uint32(codes[i, features - 1])
         j, v = uint32(col[c]), sval[c]
         for k in range(h):
             z[r, k] += v * W1T[j, k]
@@ -232,24 +242,26 @@ def _forward(W1T, bias, w2, b2, codes, col, sval, i, z, r):
 
 
 @_kernel()
-def _bce(logit, y):
-    """BCE-with-logits and sigmoid of one logit, through exp(-|logit|) so nothing overflows."""
+def _bce(logit, y, with_loss):
+    """Sigmoid and (if asked: the log costs a fifth of a step) BCE-with-logits of one logit,
+    through exp(-|logit|) so that nothing overflows."""
     e = np.exp(-np.abs(logit))
-    loss = max(logit, np.float32(0.0)) + np.log1p(e) - y * logit
     p = np.float32(1.0) / (np.float32(1.0) + e) if logit >= 0 else e / (np.float32(1.0) + e)
+    loss = max(logit, np.float32(0.0)) + np.log1p(e) - y * logit if with_loss else np.float32(0.0)
     return loss, p
 
 
 @_kernel(fastmath=_FAST)
-def _backprop(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, start, stop, bias, z, g, dz):
-    """Gradient of the mean BCE on rows perm[start:stop] into (z, g, dz); returns the batch's summed loss."""
+def _backprop(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, start, stop, bias, z, g, dz, with_loss):
+    """Gradient of the mean BCE on rows perm[start:stop] into (z, g, dz); returns the batch's summed
+    loss (0 unless with_loss)."""
     h = b1.shape[0]
     inv = np.float32(1.0) / np.float32(stop - start)
     _effective_bias(W1T, b1, u, shifted, bias)
     total = 0.0
     for r in range(stop - start):
         i = uint64(perm[start + r])
-        loss, p = _bce(_forward(W1T, bias, w2, b2, codes, col, sval, i, z, r), y[i])
+        loss, p = _bce(_forward(W1T, bias, w2, b2, codes, col, sval, i, z, r), y[i], with_loss)
         total += loss
         gr = (p - y[i]) * inv
         g[r] = gr
@@ -300,9 +312,10 @@ def _pull(w, anchor, c):
 
 @_kernel()
 def _sgd_epoch(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, batch_size, max_steps, lr, mu,
-               A1T, Ab1, Aw2, Ab2):
+               A1T, Ab1, Aw2, Ab2, with_loss):
     """Plain SGD over consecutive batches of perm (at most max_steps of them, < 0: all); returns the
-    summed pre-update loss. mu > 0 adds the proximal gradient mu * (params - anchor) to every step."""
+    summed pre-update loss (if with_loss). mu > 0 adds the proximal gradient mu * (params - anchor)
+    to every step."""
     n, h = perm.shape[0], b1.shape[0]
     rows = min(batch_size, n)
     z, dz = np.empty((rows, h), np.float32), np.empty((rows, h), np.float32)
@@ -314,7 +327,8 @@ def _sgd_epoch(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, batch_siz
         if steps == max_steps:
             break
         stop = min(start + batch_size, n)
-        total += _backprop(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, start, stop, bias, z, g, dz)
+        total += _backprop(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, start, stop, bias, z, g, dz,
+                           with_loss)
         if mu > 0:
             _pull(W1T, A1T, pull)
             _pull(b1, Ab1, pull)
@@ -335,42 +349,46 @@ def _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2):
 
 @_kernel()
 def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shifted, perm, batch_size,
-                alpha, beta, hessian_free, delta):
+                alpha, beta, hessian_free, delta, with_loss):
     """One epoch of Per-FedAvg meta-steps on consecutive batches of perm; T* is scratch for the
-    temporary models. Returns (summed loss on D' at the inner step, records of D')."""
+    temporary models. Returns (summed loss on D' at the inner step, records of D').
+
+    A meta-step takes gradients at up to four points, each into its own slot: 0 at w on D,
+    1 at w - alpha g0 on D' and (hessian-free) 2 and 3 at w + delta g1 and w - delta g1 on D''.
+    Then w -= beta (g1 - alpha (g2 - g3) / (2 delta)). One call site per kernel keeps the compile short."""
     n, h = perm.shape[0], b1.shape[0]
     rows = min(batch_size, n)
+    points = 4 if hessian_free else 2
     per_step = 3 if hessian_free else 2
     batches = (n + batch_size - 1) // batch_size
-    z0, z1, z2, z3 = np.empty((rows, h), np.float32), np.empty((rows, h), np.float32), \
-        np.empty((rows, h), np.float32), np.empty((rows, h), np.float32)
-    dz0, dz1, dz2, dz3 = np.empty_like(z0), np.empty_like(z0), np.empty_like(z0), np.empty_like(z0)
-    g0, g1, g2, g3 = np.empty(rows, np.float32), np.empty(rows, np.float32), \
-        np.empty(rows, np.float32), np.empty(rows, np.float32)
+    z, dz = np.empty((4, rows, h), np.float32), np.empty((4, rows, h), np.float32)
+    g = np.empty((4, rows), np.float32)
     bias, gb1, gw2 = np.empty(h, np.float32), np.empty(h, np.float32), np.empty(h, np.float32)
-    hv = beta * alpha / (2.0 * delta)
+    batch_of = np.array([0, 1, 2, 2])  # which of D, D', D'' each slot's gradient is taken on
+    source = np.array([0, 0, 1, 1])  # the slot whose gradient moves w to that point, by step[slot]
+    step = np.array([0.0, alpha, -delta, delta])
+    outer = np.array([0.0, beta, -beta * alpha / (2.0 * delta), beta * alpha / (2.0 * delta)])
     total, seen = 0.0, 0
     for first in range(0, batches - per_step + 1, per_step):
-        s0, s1, s2 = first * batch_size, (first + 1) * batch_size, (first + 2) * batch_size
-        e0, e1, e2 = min(s0 + batch_size, n), min(s1 + batch_size, n), min(s2 + batch_size, n)
-        # D: the inner step from w, taken on a copy.
-        _backprop(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, s0, e0, bias, z0, g0, dz0)
-        _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2)
-        _descend(T1T, tb1, tw2, tb2, alpha, codes, col, sval, u, shifted, perm, s0, e0, z0, g0, dz0, gb1, gw2)
-        # D': the outer gradient at the stepped model.
-        total += _backprop(T1T, tb1, tw2, tb2, codes, y, col, sval, u, shifted, perm, s1, e1, bias, z1, g1, dz1)
-        seen += e1 - s1
-        if hessian_free:  # D'': gradients at w + delta * outer gradient (g2) and w - delta * it (g3)
-            _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2)
-            _descend(T1T, tb1, tw2, tb2, -delta, codes, col, sval, u, shifted, perm, s1, e1, z1, g1, dz1, gb1, gw2)
-            _backprop(T1T, tb1, tw2, tb2, codes, y, col, sval, u, shifted, perm, s2, e2, bias, z2, g2, dz2)
-            _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2)
-            _descend(T1T, tb1, tw2, tb2, delta, codes, col, sval, u, shifted, perm, s1, e1, z1, g1, dz1, gb1, gw2)
-            _backprop(T1T, tb1, tw2, tb2, codes, y, col, sval, u, shifted, perm, s2, e2, bias, z3, g3, dz3)
-            # w -= beta * (outer - alpha * (g2 - g3) / (2 delta))
-            _descend(W1T, b1, w2, b2, -hv, codes, col, sval, u, shifted, perm, s2, e2, z2, g2, dz2, gb1, gw2)
-            _descend(W1T, b1, w2, b2, hv, codes, col, sval, u, shifted, perm, s2, e2, z3, g3, dz3, gb1, gw2)
-        _descend(W1T, b1, w2, b2, beta, codes, col, sval, u, shifted, perm, s1, e1, z1, g1, dz1, gb1, gw2)
+        for slot in range(points):
+            start = (first + batch_of[slot]) * batch_size
+            stop = min(start + batch_size, n)
+            if slot > 0:  # the point: a copy of w moved by another slot's gradient
+                _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2)
+                s = source[slot]
+                from_start = (first + batch_of[s]) * batch_size
+                _descend(T1T, tb1, tw2, tb2, step[slot], codes, col, sval, u, shifted, perm, from_start,
+                         min(from_start + batch_size, n), z[s], g[s], dz[s], gb1, gw2)
+            P1T, pb1, pw2, pb2 = (W1T, b1, w2, b2) if slot == 0 else (T1T, tb1, tw2, tb2)
+            loss = _backprop(P1T, pb1, pw2, pb2, codes, y, col, sval, u, shifted, perm, start, stop, bias,
+                             z[slot], g[slot], dz[slot], with_loss and slot == 1)
+            if slot == 1:
+                total += loss
+                seen += stop - start
+        for slot in range(1, points):
+            start = (first + batch_of[slot]) * batch_size
+            _descend(W1T, b1, w2, b2, outer[slot], codes, col, sval, u, shifted, perm, start,
+                     min(start + batch_size, n), z[slot], g[slot], dz[slot], gb1, gw2)
     return total, seen
 
 
@@ -389,7 +407,7 @@ def _logits(W1T, b1, w2, b2, codes, col, sval, u, shifted):
 def _loss_sum(logits, y):
     total = 0.0
     for i in range(logits.shape[0]):
-        total += _bce(logits[i], y[i])[0]
+        total += _bce(logits[i], y[i], True)[0]
     return total
 
 
@@ -398,7 +416,7 @@ def _loss_sum(logits, y):
 
 def _unpack(params: Params, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Fresh float32 copies (W1^T, b1, w2, b2), so the caller's params are never written."""
-    hidden, got = np.shape(params["fc1.weight"])
+    got = np.shape(params["fc1.weight"])[1]
     if got != width:
         raise ValueError(f"params have input width {got} but the data has width {width}")
     return (
@@ -426,6 +444,11 @@ def _data_args(data: SparseSplit) -> tuple:
     return data.codes, data.y, data.col, data.scaled_val, data.offset, data.shifted
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch-size must be at least 1, got {batch_size}")
+
+
 def train_sgd(
     params: Params, data: SparseSplit, *, lr: float, epochs: int, batch_size: int, rng: np.random.Generator,
     prox_mu: float = 0.0, anchor: Params | None = None,
@@ -433,6 +456,7 @@ def train_sgd(
     """Minibatch SGD on mean BCE-with-logits, as `clients.training.train_sgd` (same batch order);
     returns new params and the last epoch's mean pre-update loss (nan and a copy on no data or
     no epochs). `prox_mu > 0` adds Ditto's prox_mu/2 * ||params - anchor||^2 to the objective."""
+    _check_batch_size(batch_size)
     if prox_mu > 0 and anchor is None:
         raise ValueError("prox_mu > 0 needs the anchor params")
     n = len(data)
@@ -441,8 +465,9 @@ def train_sgd(
     weights = _unpack(params, data.width)
     anchors = _unpack(anchor, data.width) if prox_mu > 0 else weights
     total = 0.0
-    for _ in range(epochs):
-        total = _sgd_epoch(*weights, *_data_args(data), rng.permutation(n), batch_size, -1, lr, prox_mu, *anchors)
+    for epoch in range(1, epochs + 1):
+        total = _sgd_epoch(*weights, *_data_args(data), rng.permutation(n), batch_size, -1, lr, prox_mu, *anchors,
+                           epoch == epochs)
     return _pack(*weights), total / n
 
 
@@ -454,14 +479,15 @@ def meta_train(
     inner step of size alpha on batch D, the gradient at that point on D' (and, hessian-free, a
     finite-difference Hessian-vector product on D''), an outer step of size beta. Returns the
     meta-model and the last epoch's mean loss on D' after the inner steps."""
+    _check_batch_size(batch_size)
     if variant not in VARIANTS:
         raise ValueError(f"unknown maml-variant '{variant}'; valid: {', '.join(VARIANTS)}")
     weights = _unpack(params, data.width)
     scratch = tuple(np.empty_like(w) for w in weights)
     total, seen = 0.0, 0
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         total, seen = _meta_epoch(*weights, *scratch, *_data_args(data), rng.permutation(len(data)), batch_size,
-                                  alpha, beta, variant == "hessian-free", FD_DELTA)
+                                  alpha, beta, variant == "hessian-free", FD_DELTA, epoch == epochs)
     return _pack(*weights), (total / seen if seen else float("nan"))
 
 
@@ -470,6 +496,7 @@ def adapt(
 ) -> Params:
     """Personalize a received model: `steps` SGD steps, as `clients.personalization.adapt` (which
     draws every epoch the steps reach into, whole)."""
+    _check_batch_size(batch_size)
     n = len(data)
     if steps <= 0 or n == 0:
         return _copy(params)
@@ -480,7 +507,7 @@ def adapt(
         remaining = steps - epoch * per_epoch
         perm = rng.permutation(n)
         if remaining > 0:
-            _sgd_epoch(*weights, *_data_args(data), perm, batch_size, remaining, lr, 0.0, *weights)
+            _sgd_epoch(*weights, *_data_args(data), perm, batch_size, remaining, lr, 0.0, *weights, False)
     return _pack(*weights)
 
 

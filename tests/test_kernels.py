@@ -309,3 +309,22 @@ def test_update_vector_is_the_float64_delta_in_parameter_order():
     np.testing.assert_array_equal(vector[: before["fc1.weight"].size],
                                   (after["fc1.weight"].astype(np.float64) - before["fc1.weight"]).ravel())
     assert vector[-1] == np.float64(after["fc2.bias"][0]) - np.float64(before["fc2.bias"][0])
+
+
+def test_a_batch_size_below_one_is_refused():
+    sparse, _ = make_data("income", standardized=False, n=50)
+    with pytest.raises(ValueError, match="batch-size must be at least 1, got 0"):
+        kernels.train_sgd(params_for("income"), sparse, lr=0.1, epochs=1, batch_size=0, rng=np.random.default_rng(0))
+
+
+def test_compiled_code_is_cached_by_source_content_not_by_path(tmp_path):
+    """`flwr run` installs the app under a new directory every run; a copy must find the cache."""
+    source = open(kernels.__file__, "rb").read()
+    copies = [tmp_path / name / "kernels.py" for name in ("run-1", "run-2", "edited")]
+    for copy in copies:
+        copy.parent.mkdir()
+        copy.write_bytes(source)
+    copies[2].write_bytes(source + b"\n# edited\n")
+    folders = [kernels._ContentLocator.get_suitable_cache_subpath(str(copy)) for copy in copies]
+    assert folders[0] == folders[1] != folders[2]
+    assert folders[0] == kernels._ContentLocator.get_suitable_cache_subpath(kernels.__file__)
