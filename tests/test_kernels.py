@@ -130,6 +130,20 @@ def test_train_sgd_equals_the_dense_numpy_trainer(task, standardized):
     assert loss == pytest.approx(ref_loss, rel=1e-5)
 
 
+def test_a_scale_without_a_shift_stays_sparse_and_equals_the_numpy_trainer():
+    codes = build_state_codes(TASKS["income"], pums_frame("income", 300, seed=5), seed=0)
+    x = codes.expand(codes.train).x
+    scale = np.linspace(0.5, 2.0, x.shape[1]).astype(np.float32)
+    sparse = kernels.sparse_from_tables(codes.tables, codes.train.rows, codes.train.y, scale=scale)
+    params = params_for("income")
+
+    got, _ = kernels.train_sgd(params, sparse, lr=0.1, epochs=2, batch_size=32, rng=np.random.default_rng(0))
+    ref, _ = train_sgd(params, x / scale, codes.train.y, lr=0.1, epochs=2, batch_size=32, rng=np.random.default_rng(0))
+
+    assert not sparse.shifted
+    assert_params_close(got, ref)
+
+
 @pytest.mark.parametrize("standardized", [False, True], ids=["raw", "standardized"])
 def test_prox_step_adds_mu_times_the_distance_to_the_anchor(standardized):
     sparse, dense = make_data("employment", standardized, n=80)
