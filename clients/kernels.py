@@ -197,7 +197,7 @@ def sparse_from_tables(
 # be applied to any parameter set (Per-FedAvg applies gradients taken at other points).
 # Rows are indexed explicitly (z[r, k], never a view z[r]): views cost reference counting. Indices
 # read from data are cast to unsigned, which drops numba's negative-index handling from the inner
-# loops (a third of a step); SparseSplit checks every code and column is in range.
+# loops (a quarter of the forward pass); SparseSplit checks every code and column is in range.
 
 # Reassociation lets the hidden-layer sums vectorize; without nnan/ninf, NaN and inf still
 # propagate as in numpy (a diverged update must reach the server's check as NaN).
@@ -221,7 +221,7 @@ def _effective_bias(W1T, b1, u, shifted, out):
 def _forward(W1T, bias, w2, b2, codes, col, sval, i, z, r):
     """Pre-activations of record i into z[r] (bias plus one W1^T row per feature); returns its logit.
 
-    Features go in pairs: one pass over z[r] per two rows of W1^T is a fifth faster."""
+    Features go in pairs: one pass over z[r] per two rows of W1^T is about 15% faster."""
     h, features = bias.shape[0], codes.shape[1]
     for k in range(h):
         z[r, k] = bias[k]
@@ -243,7 +243,7 @@ def _forward(W1T, bias, w2, b2, codes, col, sval, i, z, r):
 
 @_kernel()
 def _bce(logit, y, with_loss):
-    """Sigmoid and (if asked: the log costs a fifth of a step) BCE-with-logits of one logit,
+    """Sigmoid and (if asked: log1p is much of the per-record work) BCE-with-logits of one logit,
     through exp(-|logit|) so that nothing overflows."""
     e = np.exp(-np.abs(logit))
     p = np.float32(1.0) / (np.float32(1.0) + e) if logit >= 0 else e / (np.float32(1.0) + e)
