@@ -1,10 +1,13 @@
-"""Cost of one local SGD step: the project's numpy trainer against the usual torch idiom.
+"""Cost of one local SGD step: the project's compiled sparse kernel against the usual torch idiom.
 
-Run `python -m benchmarks.local_step [--json]`. Per task it times (a) `train_sgd`, (b) the
-textbook torch loop (TensorDataset + DataLoader(shuffle=True) + autograd + optim.SGD) and
-(c) torch autograd over pre-shuffled index slices (`train_sgd_torch`), on the same synthetic
-data. Rounds of (a), (b), (c) are interleaved and the best round of each is kept, so load
-from other processes on a shared machine hits all three alike and inflates none.
+Run `python -m benchmarks.local_step [--json]`. Per task it times (a) `clients.kernels.train_sgd`
+(numba, on the sparse codes), (b) the textbook torch loop (TensorDataset + DataLoader(shuffle=True)
++ autograd + optim.SGD), (c) torch autograd over pre-shuffled index slices (`train_sgd_torch`) and
+(d) the dense numpy trainer `clients.training.train_sgd`, on the same synthetic one-hot data, and
+Per-FedAvg's meta-training (`clients.kernels.meta_train`, both variants) against (a) per epoch.
+Rounds of all methods are interleaved and the best round of each is kept, so load from other
+processes on a shared machine hits all alike and inflates none. The first kernel call (compile,
+or loading numba's on-disk cache) is timed on its own before any round.
 """
 
 from __future__ import annotations
@@ -18,17 +21,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.params import Params
-from core.torch_model import init_params, to_torch
-from core.tasks import TASKS
+from clients import kernels
 from clients.torch_reference import train_sgd_torch
 from clients.training import train_sgd
+from core.params import Params
+from core.tasks import TASKS, Numeric
+from core.torch_model import init_params, to_torch
 
 ROWS = 20_000
 BATCH = 32
 LR = 0.01
 ROUNDS = 7
-EPOCHS = {"numpy": 8, "torch_dataloader": 1, "torch_slices": 1}  # per round
+EPOCHS = {  # per round, so that each method's round takes 50-200 ms
+    "kernel": 20, "numpy": 4, "torch_dataloader": 1, "torch_slices": 1, "meta_first_order": 20, "meta_hessian_free": 20,
+}
+LABELS = {
+    "kernel": "(a) kernels.train_sgd (numba, sparse)",
+    "torch_dataloader": "(b) torch DataLoader + autograd",
+    "torch_slices": "(c) torch autograd, pre-shuffled",
+    "numpy": "(d) training.train_sgd (dense numpy)",
+}
 
 
 def torch_dataloader_epochs(params: Params, X: np.ndarray, y: np.ndarray, epochs: int) -> float:
@@ -51,28 +63,48 @@ def torch_dataloader_epochs(params: Params, X: np.ndarray, y: np.ndarray, epochs
     return total / len(y)
 
 
-def methods(params: Params, X: np.ndarray, y: np.ndarray) -> dict[str, Callable[[int], object]]:
+def synthetic_split(task: str, rows: int = ROWS, seed: int = 0) -> kernels.SparseSplit:
+    """Records with the task's feature structure: a one-hot block or one scaled number per feature."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for feature in TASKS[task].features:
+        if isinstance(feature, Numeric):
+            tables.append((np.arange(1, 100, dtype=np.float32) / 100)[:, None])
+        else:  # a row of zeros (a code outside the list) and one row per indicator
+            tables.append(np.vstack([np.zeros((1, feature.width)), np.eye(feature.width)]).astype(np.float32))
+    codes = [rng.integers(0, len(table), rows) for table in tables]
+    return kernels.sparse_from_tables(tables, codes, (rng.random(rows) < 0.4).astype(np.float32))
+
+
+def methods(params: Params, data: kernels.SparseSplit) -> dict[str, Callable[[int], object]]:
     """Each contender as a function of the number of epochs, all from the same start."""
     rng = np.random.default_rng(0)
+    X, y = data.dense(), data.y
     return {
+        "kernel": lambda e: kernels.train_sgd(params, data, lr=LR, epochs=e, batch_size=BATCH, rng=rng),
         "numpy": lambda e: train_sgd(params, X, y, lr=LR, epochs=e, batch_size=BATCH, rng=rng),
         "torch_dataloader": lambda e: torch_dataloader_epochs(params, X, y, e),
-        "torch_slices": lambda e: train_sgd_torch(
-            params, X, y, lr=LR, epochs=e, batch_size=BATCH, rng=rng
+        "torch_slices": lambda e: train_sgd_torch(params, X, y, lr=LR, epochs=e, batch_size=BATCH, rng=rng),
+        "meta_first_order": lambda e: kernels.meta_train(
+            params, data, alpha=LR, beta=LR, epochs=e, batch_size=BATCH, rng=rng, variant="first-order"
+        ),
+        "meta_hessian_free": lambda e: kernels.meta_train(
+            params, data, alpha=LR, beta=LR, epochs=e, batch_size=BATCH, rng=rng, variant="hessian-free"
         ),
     }
 
 
-def time_task(task: str) -> dict[str, float]:
-    """Best-of-rounds microseconds per step for each method on one task's model size."""
-    width, hidden = TASKS[task].width, TASKS[task].hidden
-    rng = np.random.default_rng(0)
-    X = (rng.random((ROWS, width)) < 0.15).astype(np.float32)
-    y = (rng.random(ROWS) < 0.4).astype(np.float32)
-    runs = methods(init_params(width, hidden, seed=0), X, y)
-    steps_per_epoch = -(-ROWS // BATCH)
-    for run in runs.values():  # warm-up: allocator, BLAS, torch dispatch caches
+def time_task(task: str) -> tuple[dict[str, float], float]:
+    """Best-of-rounds microseconds per step (per batch of data, for meta-training) for each
+    method on one task's model size, and the seconds of the very first kernel call."""
+    data = synthetic_split(task)
+    runs = methods(init_params(data.width, TASKS[task].hidden, seed=0), data)
+    start = time.perf_counter()
+    runs["kernel"](1)
+    first_call = time.perf_counter() - start
+    for run in runs.values():  # warm-up: the other kernels, allocator, BLAS, torch dispatch caches
         run(1)
+    steps_per_epoch = -(-ROWS // BATCH)
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(ROUNDS):
         for name, run in runs.items():
@@ -80,7 +112,7 @@ def time_task(task: str) -> dict[str, float]:
             run(EPOCHS[name])
             elapsed = time.perf_counter() - start
             best[name] = min(best[name], elapsed / (EPOCHS[name] * steps_per_epoch) * 1e6)
-    return best
+    return best, first_call
 
 
 def main() -> None:
@@ -92,22 +124,25 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()} (set to 1 for fairness); "
           "train_sgd holds numpy's BLAS to 1 thread itself")
     print(f"{ROWS} synthetic rows, batch {BATCH}, best of {ROUNDS} interleaved rounds\n")
-    labels = {
-        "numpy": "(a) train_sgd (fused numpy)",
-        "torch_dataloader": "(b) torch DataLoader + autograd",
-        "torch_slices": "(c) torch autograd, pre-shuffled",
-    }
-    print(f"{'task':<11} {'method':<34} {'us/step':>9} {'samples/s':>11}")
+    print(f"{'task':<11} {'method':<40} {'us/step':>9} {'samples/s':>12}")
     summary: dict[str, float | int] = {"torch_threads": 1, "rows": ROWS, "batch_size": BATCH}
     for task in TASKS:
-        us = time_task(task)
-        for name, label in labels.items():
-            print(f"{task:<11} {label:<34} {us[name]:>9.1f} {BATCH / us[name] * 1e6:>11,.0f}")
+        us, first_call = time_task(task)
+        for name, label in LABELS.items():
+            print(f"{task:<11} {label:<40} {us[name]:>9.2f} {BATCH / us[name] * 1e6:>12,.0f}")
             summary[f"us_per_step_{name}_{task}"] = round(us[name], 2)
-        speedup = us["torch_dataloader"] / us["numpy"]
-        print(f"{task:<11} speedup (b)/(a) = {speedup:.1f}x, "
-              f"(c)/(a) = {us['torch_slices'] / us['numpy']:.1f}x\n")
+        speedup, vs_numpy = us["torch_dataloader"] / us["kernel"], us["numpy"] / us["kernel"]
+        meta = {v: us[f"meta_{v}"] / us["kernel"] for v in ("first_order", "hessian_free")}
+        print(f"{task:<11} speedup (b)/(a) = {speedup:.1f}x, (c)/(a) = {us['torch_slices'] / us['kernel']:.1f}x, "
+              f"(d)/(a) = {vs_numpy:.1f}x; first kernel call {first_call:.2f} s")
+        print(f"{task:<11} Per-FedAvg epoch / FedAvg epoch: first-order {meta['first_order']:.2f}, "
+              f"hessian-free {meta['hessian_free']:.2f}\n")
         summary[f"speedup_{task}"] = round(speedup, 2)
+        summary[f"speedup_vs_numpy_{task}"] = round(vs_numpy, 2)
+        summary[f"us_per_step_{task}"] = round(us["kernel"], 2)
+        summary[f"perfedavg_over_fedavg_first_order_{task}"] = round(meta["first_order"], 3)
+        summary[f"perfedavg_over_fedavg_hessian_free_{task}"] = round(meta["hessian_free"], 3)
+        summary[f"first_kernel_call_s_{task}"] = round(first_call, 3)
     if args.json:
         print(json.dumps(summary))
 
