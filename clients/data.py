@@ -24,6 +24,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import pandas as pd
 
+from clients.kernels import SparseSplit, sparse_from_tables
 from clients.shards import ClientId, shard_positions
 from clients.sources import Source, state_records
 from core.states import fips
@@ -43,6 +44,27 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.y)
+
+
+class ClientSplit:
+    """One client's split as the compiled kernels read it: sparse codes (never densified on the
+    hot path), labels and protected groups; the dense matrix only on demand, for references."""
+
+    def __init__(self, sparse: SparseSplit, groups: dict[str, np.ndarray]) -> None:
+        self.sparse = sparse
+        self.groups = groups
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.sparse.y
+
+    @cached_property
+    def x(self) -> np.ndarray:
+        """The float32 input matrix the model sees (standardized when the task standardizes)."""
+        return self.sparse.dense()
+
+    def __len__(self) -> int:
+        return len(self.sparse)
 
 
 @dataclass(frozen=True)
@@ -148,15 +170,15 @@ class StateData:
         return fit_standardizer(self.codes.tables, part.rows)
 
     @cached_property
-    def train(self) -> Split:
+    def train(self) -> ClientSplit:
         return self._split("train")
 
     @cached_property
-    def test(self) -> Split:
+    def test(self) -> ClientSplit:
         return self._split("test")
 
     @cached_property
-    def val(self) -> Split:
+    def val(self) -> ClientSplit:
         return self._split("val")
 
     def sizes(self) -> dict[str, int]:
@@ -167,11 +189,11 @@ class StateData:
             sizes[split] = len(getattr(self.codes, split).y) if positions is None else len(positions)
         return sizes
 
-    def _split(self, split: str) -> Split:
-        data = self.codes.expand(self._part(split))
-        if self.codes.standardize:
-            self.standardizer.apply(data.x)
-        return data
+    def _split(self, split: str) -> ClientSplit:
+        part = self._part(split)
+        standard = self.standardizer
+        return ClientSplit(sparse_from_tables(self.codes.tables, part.rows, part.y, standard.shift, standard.scale),
+                           part.groups)
 
     def _positions(self, split: str) -> np.ndarray | None:
         """The client's positions in the state's split; None when it has the whole split."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.data import Split
+from clients import kernels
+from clients.data import ClientSplit
 from clients.shards import ClientId
-from clients.training import mean_loss, predict_proba, train_sgd
-from core.counts import confusion_counts, population_metrics
 from core.params import Params
 from core.wire import Evaluation
 
@@ -27,37 +26,42 @@ def local_rng(seed: int, client: ClientId, server_round: int, purpose: int = 0) 
 
 
 def train_local(
-    params: Params, split: Split, *, lr: float, epochs: int, batch_size: int, rng: np.random.Generator,
+    params: Params, split: ClientSplit, *, lr: float, epochs: int, batch_size: int, rng: np.random.Generator,
     prox_mu: float = 0.0, anchor: Params | None = None,
 ) -> tuple[Params, float]:
-    """Local SGD on the client's training split (with a proximal term towards `anchor` if prox_mu > 0)."""
-    return train_sgd(params, split.x, split.y, lr=lr, epochs=epochs, batch_size=batch_size, rng=rng,
-                     prox_mu=prox_mu, anchor=anchor)
+    """Local SGD on a client split; with prox_mu > 0 a proximal term towards `anchor`
+    (default: the starting params, as FedProx)."""
+    return kernels.train_sgd(params, split.sparse, lr=lr, epochs=epochs, batch_size=batch_size, rng=rng,
+                             prox_mu=prox_mu, anchor=params if anchor is None else anchor)
 
 
-def evaluate_local(params: Params, split: Split, client_index: int) -> Evaluation:
+def meta_train_local(
+    params: Params, split: ClientSplit, *, alpha: float, beta: float, epochs: int, batch_size: int,
+    rng: np.random.Generator, variant: str,
+) -> tuple[Params, float]:
+    """Per-FedAvg meta-training on a client split (clients/personalization.py is the reference)."""
+    return kernels.meta_train(params, split.sparse, alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size,
+                              rng=rng, variant=variant)
+
+
+def adapt_local(
+    params: Params, split: ClientSplit, *, steps: int, lr: float, batch_size: int, rng: np.random.Generator
+) -> Params:
+    """Personalize a received model: `steps` SGD steps on the client's training split only."""
+    return kernels.adapt(params, split.sparse, steps=steps, lr=lr, batch_size=batch_size, rng=rng)
+
+
+def evaluate_local(params: Params, split: ClientSplit, client_index: int) -> Evaluation:
     """Loss and per-group confusion counts of `params` on a split (predictions at p >= 0.5)."""
-    y_pred = predict_proba(params, split.x) >= 0.5
-    y_true = split.y >= 0.5
-    return Evaluation(
-        client_index=client_index,
-        n=len(split),
-        loss=mean_loss(params, split.x, split.y) if len(split) else float("nan"),
-        counts={a: confusion_counts(y_true, y_pred, g) for a, g in split.groups.items()},
-    )
+    loss, counts = kernels.evaluate(params, split.sparse, split.groups)
+    return Evaluation(client_index=client_index, n=len(split), loss=loss, counts=counts)
 
 
 def score_models(
-    models: list[Params], split: Split, attribute: str, fair_metric: str
+    models: list[Params], split: ClientSplit, attribute: str, fair_metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each candidate model's mean loss and fairness gap on a split (IFCA's cluster scores)."""
-    y_true = split.y >= 0.5
-    losses, gaps = [], []
-    for params in models:
-        losses.append(mean_loss(params, split.x, split.y))
-        counts = confusion_counts(y_true, predict_proba(params, split.x) >= 0.5, split.groups[attribute])
-        gaps.append(population_metrics(counts)[f"{fair_metric}_gap"])
-    return np.asarray(losses), np.asarray(gaps)
+    return kernels.score_models(models, split.sparse, split.groups[attribute], fair_metric)
 
 
 def fault_strikes(

@@ -22,7 +22,10 @@ from collections.abc import Iterator
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from clients.data import Split
+from core.counts import confusion_counts, population_metrics
 from core.params import PARAM_KEYS, Params, copy_params
+from core.wire import Evaluation
 
 _THREADPOOLS = ThreadpoolController()  # scanned once; limiting through it then costs ~30 us
 
@@ -176,3 +179,28 @@ def gradient(params: Params, X: np.ndarray, y: np.ndarray) -> tuple[Params, floa
         "fc2.bias": np.array([dlogit.sum()]),
     }
     return {k: grads[k].astype(np.float32) for k in PARAM_KEYS}, _mean_bce(logit, y)
+
+
+def evaluate_dense(params: Params, split: Split, client_index: int) -> Evaluation:
+    """Dense reference of `clients.local.evaluate_local`: loss and per-group confusion counts."""
+    y_pred = predict_proba(params, split.x) >= 0.5
+    y_true = split.y >= 0.5
+    return Evaluation(
+        client_index=client_index,
+        n=len(split),
+        loss=mean_loss(params, split.x, split.y) if len(split) else float("nan"),
+        counts={a: confusion_counts(y_true, y_pred, g) for a, g in split.groups.items()},
+    )
+
+
+def score_models_dense(
+    models: list[Params], split: Split, attribute: str, fair_metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense reference of `clients.local.score_models`: each model's mean loss and fairness gap."""
+    y_true = split.y >= 0.5
+    losses, gaps = [], []
+    for params in models:
+        losses.append(mean_loss(params, split.x, split.y))
+        counts = confusion_counts(y_true, predict_proba(params, split.x) >= 0.5, split.groups[attribute])
+        gaps.append(population_metrics(counts)[f"{fair_metric}_gap"])
+    return np.asarray(losses), np.asarray(gaps)

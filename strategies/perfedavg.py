@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from flwr.app import MetricRecord, RecordDict
 
 from clients.job import ClientJob, ClientReply
-from clients.local import ADAPT, TRAIN, evaluate_local
-from clients.personalization import adapt, meta_train
+from clients.local import ADAPT, TRAIN, adapt_local, evaluate_local, meta_train_local
 from core.params import from_record
 from core.settings import at_least, choice
 from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, Evaluation, evaluate_type, evaluation_to_metrics, metrics_to_evaluation, train_type
@@ -45,7 +44,7 @@ class PerFedAvgSettings:
 def train_meta(job: ClientJob, content: RecordDict) -> ClientReply:
     job.raise_if("train-error")
     config, data, own = job.config, job.data, job.config.params
-    params, loss = meta_train(
+    params, loss = meta_train_local(
         from_record(content["arrays"]), data.train, alpha=config.lr, beta=own.meta_lr,
         epochs=config.local_epochs, batch_size=config.batch_size, rng=job.rng(TRAIN), variant=own.maml_variant,
     )
@@ -57,7 +56,7 @@ def evaluate_adapted(job: ClientJob, content: RecordDict) -> ClientReply:
     job.raise_if("evaluate-error")
     config, data = job.config, job.data
     global_params = from_record(content["arrays"])
-    adapted = adapt(global_params, data.train, steps=config.params.adapt_steps, lr=config.lr,
+    adapted = adapt_local(global_params, data.train, steps=config.params.adapt_steps, lr=config.lr,
                     batch_size=config.batch_size, rng=job.rng(ADAPT))
     metrics = {EXAMPLES_KEY: len(data.test)}
     for prefix, split in job.evaluation_splits():

@@ -11,15 +11,15 @@ import torch
 from core.counts import confusion_counts
 from clients import kernels
 from clients.data import Split, build_state_codes
-from clients.local import evaluate_local
-from clients.local import score_models as dense_score_models
 from core.params import PARAM_KEYS
 from core.torch_model import init_params
 from clients.personalization import adapt as dense_adapt
 from clients.personalization import meta_train as dense_meta_train
 from core.tasks import TASKS, Binned, Numeric, OneHot
 from clients.torch_reference import train_sgd_torch
+from clients.training import evaluate_dense as evaluate_local
 from clients.training import gradient, mean_loss, train_sgd
+from clients.training import score_models_dense as dense_score_models
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 SHAPES = [(task, standardized) for task in sorted(TASKS) for standardized in (False, True)]
