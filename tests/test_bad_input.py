@@ -16,6 +16,7 @@ from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES, INCOME, TASKS
 from tests.conftest import REPO, income_frame, run_in_process
 from fl_app.config import DATA_SOURCES, FAIL_MODES
+from strategies.flhc import LINKAGES
 from strategies.flower import NAMES as FLOWER_NAMES
 from strategies.ifca import FAIR_METRICS
 from strategies.perfedavg import MAML_VARIANTS
@@ -25,7 +26,7 @@ EXAMPLES = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 BASE = {"states": "AL,CA", "data-source": "synthetic", "synthetic-rows": 200, "num-server-rounds": 1, "local-epochs": 1}
 
 CHOICES = {"task": list(TASKS), "strategy": [*STRATEGIES, *FLOWER_NAMES], "data-source": DATA_SOURCES, "fair-attribute": list(ATTRIBUTES),
-           "fair-metric": FAIR_METRICS, "maml-variant": MAML_VARIANTS, "fail-mode": FAIL_MODES}
+           "fair-metric": FAIR_METRICS, "maml-variant": MAML_VARIANTS, "fail-mode": FAIL_MODES, "linkage": LINKAGES}
 INT_MINIMUM = {"num-server-rounds": 1, "local-epochs": 1, "batch-size": 1, "seed": 0, "synthetic-rows": 0, "k": 1,
                "warmup-rounds": 0, "adapt-steps": 0}
 NEGATIVE = st.floats(max_value=-math.ulp(0.0), allow_nan=False)
@@ -33,6 +34,7 @@ FLOAT_OUT_OF_RANGE = {
     "lr": st.floats(max_value=0.0, allow_nan=False),
     "meta-lr": st.floats(max_value=0.0, allow_nan=False),
     "lambda": NEGATIVE,
+    "distance-threshold": NEGATIVE,
     "fail-prob": st.one_of(NEGATIVE, st.floats(min_value=1.0, exclude_min=True, allow_nan=False)),
 }
 STATE_LISTS = ("states", "synthetic-reversed", "fail-states")

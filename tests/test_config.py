@@ -32,7 +32,7 @@ def test_pyproject_defaults_equal_the_declared_ones():
 
 
 def test_a_key_of_another_strategy_is_refused_naming_its_owners():
-    with pytest.raises(ConfigError, match="config key 'k' belongs to strategy ifca, fair-ifca, not 'fedavg'"):
+    with pytest.raises(ConfigError, match="config key 'k' belongs to strategy ifca, fair-ifca, flhc, fair-flhc, not 'fedavg'"):
         parse_config({"strategy": "fedavg", "k": 3})
 
 

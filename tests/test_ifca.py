@@ -101,5 +101,5 @@ def test_fair_ifca_records_the_gaps_its_choice_used(federation, tmp_path):
 
 
 def test_ifca_refuses_a_fairness_weight(federation, tmp_path):
-    with pytest.raises(ValueError, match="config key 'lambda' belongs to strategy fair-ifca, not 'ifca'"):
+    with pytest.raises(ValueError, match="config key 'lambda' belongs to strategy fair-ifca, fair-flhc, not 'ifca'"):
         federation({**SETTINGS, "strategy": "ifca", "lambda": 0.5}, tmp_path / "x")
