@@ -4,7 +4,7 @@ Not a federated algorithm: the ServerApp reads every client's training split its
 the clients' own splits and encoding (`clients.data.state_data`, so under the `paper`
 encoding each client's rows carry that client's standardization, exactly what it trains on
 in the federated runs), concatenates them in client order and trains the MLP with the same
-SGD, `local-epochs` passes over the pool per round. No training message is sent. The clients
+SGD (the dense numpy trainer: per-client standardization makes the pooled rows dense), `local-epochs` passes over the pool per round. No training message is sent. The clients
 evaluate the model through FedAvg's evaluate handler, so its rows compare with every other
 strategy's state by state. The batch order is drawn from (seed, round) alone.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from clients.data import Split, state_data
-from clients.local import train_local
+from clients.data import ClientSplit, Split, state_data
+from clients.training import train_sgd
 from clients.shards import client_ids
 from core.rounds import RoundHealth
 from core.wire import evaluate_type
@@ -28,7 +28,7 @@ from strategies.fedavg import FedAvg, evaluate_received
 CENTRAL_STREAM = 90  # seed word of the pooled batch order; no state's FIPS code (1..78), so no client's stream
 
 
-def pooled_split(splits: Sequence[Split]) -> Split:
+def pooled_split(splits: Sequence[Split | ClientSplit]) -> Split:
     """The splits concatenated in the given order, inputs, labels and protected groups alike."""
     return Split(
         x=np.concatenate([s.x for s in splits]),
@@ -42,7 +42,7 @@ def central_rng(seed: int, server_round: int) -> np.random.Generator:
     return np.random.default_rng([seed, CENTRAL_STREAM, server_round])
 
 
-def client_train_splits(setup: ServerSetup) -> list[Split]:
+def client_train_splits(setup: ServerSetup) -> list[ClientSplit]:
     """Every client's training split, as its ClientApp builds it (clients/data.py), in client order."""
     config, source = setup.config, setup.source
     return [
@@ -63,8 +63,9 @@ class Centralized(FedAvg):
     def train_round(self, server_round: int, exchange: Any, health: RoundHealth) -> None:
         """`local-epochs` SGD passes over the pooled data; no message goes to any client."""
         config = self.config
-        self.model, _ = train_local(self.model, self.pooled, lr=config.lr, epochs=config.local_epochs,
-                                    batch_size=config.batch_size, rng=central_rng(config.seed, server_round))
+        pooled = self.pooled
+        self.model, _ = train_sgd(self.model, pooled.x, pooled.y, lr=config.lr, epochs=config.local_epochs,
+                                  batch_size=config.batch_size, rng=central_rng(config.seed, server_round))
 
 
 SPEC = StrategySpec(

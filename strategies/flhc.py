@@ -272,6 +272,7 @@ SPEC = StrategySpec(
     settings=FLHCSettings,
     handlers=FEDAVG_HANDLERS,
     study=STUDY,
+    personalized=True,
 )
 FAIR_SPEC = StrategySpec(
     name="fair-flhc",
@@ -282,4 +283,5 @@ FAIR_SPEC = StrategySpec(
     settings=FairFLHCSettings,
     handlers={**FEDAVG_HANDLERS, FAIR_TRAIN_MESSAGE: train_reporting_gap},
     study={**STUDY, "lambda": 1.0},
+    personalized=True,
 )

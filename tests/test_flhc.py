@@ -12,7 +12,8 @@ from scipy.spatial.distance import pdist
 from sklearn.metrics import adjusted_rand_score
 
 from clients.data import Split, state_data
-from clients.local import score_models, train_local
+from clients.local import score_models
+from clients.training import train_sgd
 from clients.shards import ClientId
 from clients.sources import Source
 from core.params import PARAM_KEYS
@@ -41,7 +42,7 @@ def reversed_federation_updates(clients: int = 8, seed: int = 0) -> tuple[np.nda
         flipped = c >= clients // 2
         y = ((x @ rule > 0) != flipped).astype(np.float32)
         split = Split(x, y, {"sex": np.zeros(400, np.int64)})
-        params, _ = train_local(start, split, lr=0.1, epochs=1, batch_size=32, rng=np.random.default_rng([seed, c]))
+        params, _ = train_sgd(start, split.x, split.y, lr=0.1, epochs=1, batch_size=32, rng=np.random.default_rng([seed, c]))
         trained.append(params)
         truth.append(int(flipped))
     return update_matrix(trained, start), truth
