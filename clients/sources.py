@@ -1,13 +1,14 @@
-"""Where a state's raw records come from: a prepared table, folktables' ACS files, or synthetic.
+"""Where a state's raw records come from: a prepared table, the bundled sample of real records,
+folktables' ACS files, or synthetic.
 
 The server resolves the source once (`resolve_source`) and sends the result to every client,
-so all clients read the same thing and every output can record what actually ran.
+so all clients read the same thing and every output can record what actually ran. Nothing is
+downloaded unless `folktables` is asked for by name: `auto` only looks at local files.
 """
 
 from __future__ import annotations
 
 import sys
-import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,9 +24,13 @@ from core.tasks import Task
 
 ACS_YEAR = "2018"
 ACS_HORIZON = "1-Year"
-CENSUS_PUMS_URL = f"https://www2.census.gov/programs-surveys/acs/data/pums/{ACS_YEAR}/{ACS_HORIZON}/"
-REACH_TIMEOUT_S = 3.0
 TABLE_SUFFIXES = (".parquet", ".csv")
+# The bundled sample, by its absolute path in this checkout: `flwr run` packages no parquet
+# files, so the app's packaged copy lacks it and the pre-flight check pins this path.
+SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "acs_income_2018_sample.parquet"
+SAMPLE_TASK = "income"
+REBUILD_SAMPLE = "python -m clients.make_sample"
+SOURCE_KINDS = ("auto", "table", "sample", "folktables", "synthetic")
 
 
 class DataError(ValueError):
@@ -71,50 +76,50 @@ def _table_columns(path: Path) -> list[str]:
     return list(pd.read_csv(path, nrows=0).columns)
 
 
-def check_table(path: Path, task: Task) -> tuple[str, ...]:
+def check_table(path: Path, task: Task, name: str = "data-path") -> tuple[str, ...]:
     """Check a prepared table's shape and values; return the sorted states it holds.
 
     Checked once, before training, because a client that hits a bad value mid-run is only
-    counted as failed and the run would go on without it.
+    counted as failed and the run would go on without it. `name` says what the file is in messages.
     """
     if not path.is_file():
-        raise DataError(f"data-path '{path}' does not exist or is not a file")
+        raise DataError(f"{name} '{path}' does not exist or is not a file")
     if path.suffix not in TABLE_SUFFIXES:
-        raise DataError(f"data-path '{path}' must end in one of {', '.join(TABLE_SUFFIXES)}")
+        raise DataError(f"{name} '{path}' must end in one of {', '.join(TABLE_SUFFIXES)}")
     try:
         present = _table_columns(path)
         missing = [c for c in ("STATE", *task.columns, "label") if c not in present]
         if missing:
             raise DataError(
-                f"data-path '{path}' lacks column(s) {', '.join(missing)} needed for task "
+                f"{name} '{path}' lacks column(s) {', '.join(missing)} needed for task "
                 f"'{task.name}'; it needs STATE, {', '.join(task.columns)}, label"
             )
         frame = _read_table(path, ["STATE", *task.columns, "label"])
     except DataError:
         raise
     except Exception as err:  # pyarrow and pandas raise many types for unreadable files
-        raise DataError(f"data-path '{path}' cannot be read as {path.suffix[1:]}: {err}") from err
-    _check_values(frame, path, task)
+        raise DataError(f"{name} '{path}' cannot be read as {path.suffix[1:]}: {err}") from err
+    _check_values(frame, path, task, name)
     states = frame["STATE"].astype(str).unique()
     foreign = sorted(set(states) - set(FOLKTABLES_STATES))
     if foreign:
         raise DataError(
-            f"data-path '{path}' has unknown STATE value(s) {', '.join(map(str, foreign[:5]))}; "
+            f"{name} '{path}' has unknown STATE value(s) {', '.join(map(str, foreign[:5]))}; "
             f"valid: 2-letter codes {', '.join(FOLKTABLES_STATES)}"
         )
     return tuple(sorted(states))
 
 
-def _check_values(frame: pd.DataFrame, path: Path, task: Task) -> None:
+def _check_values(frame: pd.DataFrame, path: Path, task: Task, name: str) -> None:
     """Some rows, numeric feature codes, 0/1 labels."""
     if frame.empty:
-        raise DataError(f"data-path '{path}' has no rows")
+        raise DataError(f"{name} '{path}' has no rows")
     for column in task.columns:
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
             raise DataError(
-                f"data-path '{path}' column {column} has a blank or non-numeric value "
+                f"{name} '{path}' column {column} has a blank or non-numeric value "
                 f"{_cell(frame[column], bad[0])}; task '{task.name}' needs numeric codes"
             )
     labels = frame["label"]
@@ -123,7 +128,7 @@ def _check_values(frame: pd.DataFrame, path: Path, task: Task) -> None:
         # a CSV column holding one stray word is read as text, so show a value that is not a bool word
         stray = [i for i in bad if str(labels.iloc[i]) not in ("True", "False")]
         raise DataError(
-            f"data-path '{path}' column label must hold only 0/1 or False/True; "
+            f"{name} '{path}' column label must hold only 0/1 or False/True; "
             f"found {_cell(labels, (stray or bad)[0])}"
         )
 
@@ -136,39 +141,70 @@ def _folktables_cached(data_dir: Path, states: tuple[str, ...]) -> bool:
     return all(folktables_file(data_dir, s).is_file() for s in states)
 
 
-def _census_reachable() -> bool:
+def check_sample(path: Path, task: Task) -> tuple[str, ...]:
+    """Check the bundled sample like a table; a missing or broken file says how to rebuild it."""
+    if task.name != SAMPLE_TASK:
+        valid = [k for k in SOURCE_KINDS if k != "sample"]
+        raise DataError(
+            f"data-source 'sample' has no {task.name} sample: the bundled sample holds ACSIncome records "
+            f"only; valid choices for task '{task.name}': {', '.join(valid)}"
+        )
     try:
-        urllib.request.urlopen(urllib.request.Request(CENSUS_PUMS_URL, method="HEAD"), timeout=REACH_TIMEOUT_S)
-    except OSError:
-        return False
-    return True
+        return check_table(path, task, name="sample file")
+    except DataError as err:
+        raise DataError(f"{err}; rebuild it with `{REBUILD_SAMPLE}` (needs the shared 46-state table)") from err
 
 
-def resolve_source(kind: str, data_path: str, data_dir: str, states: tuple[str, ...], task: Task) -> Source:
-    """Decide which source runs (resolving `auto`) and which states it serves; fail clearly."""
+def _auto_kind(data_path: str, folk_dir: Path, states: tuple[str, ...], task: Task, sample: Path) -> tuple[str, str]:
+    """`auto`'s choice from local files alone, and why (recorded in config.json)."""
+    if data_path:
+        return "table", "auto: data-path is set"
+    if _folktables_cached(folk_dir, states or FOLKTABLES_STATES):
+        return "folktables", f"auto: folktables cache {folk_dir} holds every state"
+    why = f"no data-path, folktables cache {folk_dir} incomplete"
+    if task.name != SAMPLE_TASK:
+        return "synthetic", f"{why}, no {task.name} sample"
+    if not sample.is_file():
+        return "synthetic", f"{why}, no sample file {sample} (rebuild it with `{REBUILD_SAMPLE}`)"
+    lacking = sorted(set(states) - set(check_sample(sample, task)))
+    if lacking:
+        return "synthetic", f"{why}, the sample lacks state(s) {', '.join(lacking)}"
+    return "sample", f"auto: {why}"
+
+
+def resolve_source(
+    kind: str, data_path: str, data_dir: str, states: tuple[str, ...], task: Task, sample: Path = SAMPLE_PATH
+) -> Source:
+    """Decide which source runs (resolving `auto`) and which states it serves; fail clearly.
+
+    `auto` takes `table` when data-path is set, else `folktables` when its cache holds every
+    state asked for, else the bundled `sample` (income only, if it holds those states), else
+    synthetic data with a banner. For `sample`, a data-path names the sample file (the
+    pre-flight check pins the checkout's copy that way); `sample` is the default location.
+    """
     folk_dir = Path(data_dir) if data_dir else default_data_dir()
+    note = ""
     if kind == "auto":
-        if data_path and Path(data_path).exists():
-            kind = "table"
-        elif _folktables_cached(folk_dir, states or FOLKTABLES_STATES) or _census_reachable():
-            kind = "folktables"
-        else:
-            kind = "synthetic"
+        kind, note = _auto_kind(data_path, folk_dir, states, task, sample)
+        if kind == "synthetic":
             print(
-                "\n" + "!" * 78 + "\n!! data-source 'auto': no data-path file and no folktables data "
-                f"(cache {folk_dir} empty,\n!! census download unreachable): running on SYNTHETIC data.\n"
+                "\n" + "!" * 78 + f"\n!! data-source 'auto': running on SYNTHETIC data.\n!! Why: {note}.\n"
                 + "!" * 78 + "\n",
                 file=sys.stderr,
                 flush=True,
             )
-            note = "auto: no table file, folktables unreachable"
-            return Source("synthetic", "", _select_states(FOLKTABLES_STATES, states, "synthetic data"), note)
+            note = f"auto: {note}"
     if kind == "table":
         path = Path(data_path).resolve()
-        return Source("table", str(path), _select_states(check_table(path, task), states, f"'{path}'"))
+        return Source("table", str(path), _select_states(check_table(path, task), states, f"'{path}'"), note)
+    if kind == "sample":
+        path = Path(data_path).resolve() if data_path else sample.resolve()
+        held = check_sample(path, task)
+        return Source("sample", str(path), _select_states(held, states, f"the sample '{path}'"), note)
     if kind == "folktables":
-        return Source("folktables", str(folk_dir.resolve()), _select_states(FOLKTABLES_STATES, states, "folktables"))
-    return Source("synthetic", "", _select_states(FOLKTABLES_STATES, states, "synthetic data"))
+        folk_states = _select_states(FOLKTABLES_STATES, states, "folktables")
+        return Source("folktables", str(folk_dir.resolve()), folk_states, note)
+    return Source("synthetic", "", _select_states(FOLKTABLES_STATES, states, "synthetic data"), note)
 
 
 @lru_cache(maxsize=2)
@@ -190,7 +226,7 @@ def state_records(
     source: Source, task: Task, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
 ) -> pd.DataFrame:
     """One state's records: `STATE`, the task's raw feature codes and a boolean `label`."""
-    if source.kind == "table":
+    if source.kind in ("table", "sample"):
         table = _table_frame(source.path, ("STATE", *task.columns, "label"))
         frame = table[table["STATE"] == state].reset_index(drop=True)
         frame["label"] = frame["label"].astype(bool)

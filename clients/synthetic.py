@@ -7,12 +7,20 @@ ESR == 1 for ACSEmployment) come from a state-specific logistic relation on the 
 model can learn them, plus direct sex and race terms, so fairness gaps exist (men and White people
 higher, as in the real data). Each state draws from its own generator seeded by (seed, FIPS code),
 so its rows never depend on which other states are requested.
+
+The income side is fitted to the census per state (`clients/fit_synthetic.py` writes the knobs to
+`synthetic_params.json`): its ACSIncome records match the real ones in number, female and
+non-White shares, positive rate by sex and by race, and the held-out AUC of a logistic
+regression, so that federated training at the study's settings learns as it does on real data.
+What the census table cannot tell (employment, birthplace) stays a seeded draw per state.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -103,33 +111,55 @@ _ANC_P = [0.56, 0.19, 0.01, 0.235, 0.005]
 _INCOME_SCALE = 0.55  # log-income units per unit of the income latent
 
 
+PARAMS_PATH = Path(__file__).with_name("synthetic_params.json")
+
+
 @dataclass(frozen=True)
-class _Profile:
-    """A state's heterogeneity: size, group shares, label base rates, relation strength, gaps."""
+class Knobs:
+    """A state's generator settings fitted to its census records (clients/fit_synthetic.py).
+
+    `rows` raw person records; person-level `female` and `white` shares; the income task's
+    positive rate, relation `strength` and direct logit gaps for women and non-White people.
+    """
 
     rows: int
     female: float
     white: float
-    foreign: float
     income_rate: float
-    employment_rate: float
     strength: float
     sex_gap: float
     race_gap: float
 
 
-def _profile(seed: int, fips: int) -> _Profile:
+@lru_cache(maxsize=1)
+def fitted_knobs() -> dict[str, Knobs]:
+    """Every state's fitted knobs, from `synthetic_params.json` (a JSON file, so FABs carry it)."""
+    states = json.loads(PARAMS_PATH.read_text())["states"]
+    return {state: Knobs(**fit["knobs"]) for state, fit in states.items()}
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """A state's heterogeneity: fitted income knobs, plus seeded draws for what the census table
+    cannot tell (no employment columns, no birthplace shares): employment and foreign-born."""
+
+    knobs: Knobs
+    foreign: float
+    employment_rate: float
+    employment_strength: float
+    employment_sex_gap: float
+    employment_race_gap: float
+
+
+def _profile(seed: int, fips: int, knobs: Knobs) -> _Profile:
     rng = np.random.default_rng([seed, fips, 0])
     return _Profile(
-        rows=int(rng.integers(800, 4001)),
-        female=rng.uniform(0.48, 0.53),
-        white=rng.uniform(0.55, 0.95),
+        knobs=knobs,
         foreign=rng.uniform(0.02, 0.15),
-        income_rate=rng.uniform(0.26, 0.48),
         employment_rate=rng.uniform(0.50, 0.66),
-        strength=rng.uniform(2.5, 4.0),
-        sex_gap=rng.uniform(1.0, 1.6),
-        race_gap=rng.uniform(0.4, 1.0),
+        employment_strength=rng.uniform(2.5, 4.0),
+        employment_sex_gap=rng.uniform(1.0, 1.6),
+        employment_race_gap=rng.uniform(0.4, 1.0),
     )
 
 
@@ -198,8 +228,8 @@ def _schooling(rng: np.random.Generator, age: np.ndarray, race: np.ndarray,
 def _people(rng: np.random.Generator, p: _Profile, fips: int, n: int) -> dict[str, np.ndarray]:
     """Everything but work and income: demographics, household role, disability, mobility."""
     age = _draw(rng, _AGE_P, n)
-    female = rng.random(n) < p.female
-    race = np.where(rng.random(n) < p.white, 1, 2 + _draw(rng, _NONWHITE_P, n))
+    female = rng.random(n) < p.knobs.female
+    race = np.where(rng.random(n) < p.knobs.white, 1, 2 + _draw(rng, _NONWHITE_P, n))
     d = {"AGEP": age, "SEX": np.where(female, 2, 1), "RAC1P": race}
     d.update(_birthplace(rng, p, fips, age, race))
     d["SCHL"] = _schooling(rng, age, race, d["NATIVITY"] == 2)
@@ -243,7 +273,8 @@ def _employment(rng: np.random.Generator, p: _Profile, d: dict[str, np.ndarray],
              - 0.2 * (d["CIT"] == 5) - 0.3 * ((d["RELP"] == 2) & (age >= 18))
              - 3.0 * (d["RELP"] == 16))
     working_age = age >= 16
-    score = sign * p.strength * _standardise(merit, working_age) - _group_gap(p, d)
+    gap = _group_gap(p.employment_sex_gap, p.employment_race_gap, d)
+    score = sign * p.employment_strength * _standardise(merit, working_age) - gap
     employed = rng.random(n) < _sigmoid(_intercept(score[working_age], p.employment_rate) + score)
     return np.select(
         [~working_age, d["MIL"] == 1, employed & (rng.random(n) < 0.025), employed,
@@ -294,8 +325,9 @@ def _income(rng: np.random.Generator, p: _Profile, d: dict[str, np.ndarray],
              + _COW_INCOME[np.nan_to_num(d["COW"]).astype(int)] + 0.2 * (d["MAR"] == 1)
              - 0.2 * (d["CIT"] == 5))
     earner = (age > 16) & worked_year
-    score = sign * p.strength * _standardise(merit, earner) - _group_gap(p, d)
-    latent = _intercept(score[earner], p.income_rate) + score + rng.logistic(size=n)
+    k = p.knobs
+    score = sign * k.strength * _standardise(merit, earner) - _group_gap(k.sex_gap, k.race_gap, d)
+    latent = _intercept(score[earner], k.income_rate) + score + rng.logistic(size=n)
     earnings = 50_000 * np.exp(_INCOME_SCALE * latent)
     transfers = np.exp(rng.normal(np.where(age >= 62, np.log(18_000), np.log(4_000)), 1.0))
     no_income = rng.random(n) < np.where(age < 25, 0.5, 0.15)
@@ -307,15 +339,16 @@ def _years(schl: np.ndarray) -> np.ndarray:
     return _YEARS[np.nan_to_num(schl).astype(int)]
 
 
-def _group_gap(p: _Profile, d: dict[str, np.ndarray]) -> np.ndarray:
-    """Direct logit penalty for women and non-White people: never reversed, as in the real data."""
-    return p.sex_gap * (d["SEX"] == 2) + p.race_gap * (d["RAC1P"] != 1)
+def _group_gap(sex_gap: float, race_gap: float, d: dict[str, np.ndarray]) -> np.ndarray:
+    """Direct logit penalty for women and non-White people (positive in every state's census)."""
+    return sex_gap * (d["SEX"] == 2) + race_gap * (d["RAC1P"] != 1)
 
 
-def _state_block(state: str, seed: int, rows: int | None, reverse: bool) -> pd.DataFrame:
+def _state_block(state: str, seed: int, rows: int | None, reverse: bool, knobs: Knobs | None = None) -> pd.DataFrame:
+    """One state's records; `knobs` replaces the fitted ones (the fit tries candidates this way)."""
     fips = STATE_FIPS[state]
-    p = _profile(seed, fips)
-    n = p.rows if rows is None else rows
+    p = _profile(seed, fips, knobs or fitted_knobs()[state])
+    n = p.knobs.rows if rows is None else rows
     rng = np.random.default_rng([seed, fips, 1])
     sign = -1.0 if reverse else 1.0
     d = _people(rng, p, fips, n)
@@ -339,7 +372,8 @@ def synthetic_pums(
 ) -> pd.DataFrame:
     """PUMS-shaped person records, one block per state, in the order given.
 
-    `rows_per_state=None` gives each state its own size (800-4000 rows); in `reversed_states` the
+    `rows_per_state=None` gives each state its fitted size: as many raw rows as yield about its
+    census count of ACSIncome records (3,064 for WY to 195,665 for CA); in `reversed_states` the
     feature-label relation of both labels is negated (the direct sex and race gaps are kept), so
     those clients form a clearly different population.
     """

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pinned = {
         "data-source": run.source.kind,
-        "data-path": raw.get("data-path", ""),
+        "data-path": run.source.path if run.source.kind == "sample" else raw.get("data-path", ""),
         "data-dir": raw.get("data-dir", ""),
         "results-dir": str(run.writer.directory),
         "resume": raw.get("resume", ""),

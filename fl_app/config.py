@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from clients.sources import SOURCE_KINDS as DATA_SOURCES
 from core.settings import ConfigError, at_least, choice, coerce, keys_of, parse_settings, to_config_dict
 from core.states import FOLKTABLES_STATES
 from core.tasks import ENCODINGS, TASKS
 from strategies.registry import spec_for, strategy_keys
 
-DATA_SOURCES = ("auto", "table", "folktables", "synthetic")
 FAIL_MODES = ("train-error", "evaluate-error", "nan-update", "shape-update", "keys-update")
 RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir")
 # What a preset sets, besides each strategy's study settings (README "Presets").

@@ -49,7 +49,7 @@ def test_states_are_parsed_into_upper_case_codes():
     [
         ({"task": "health"}, "unknown task 'health'; valid choices: income, employment"),
         ({"strategy": "fedprox"}, "unknown strategy 'fedprox'; valid choices: fedavg, perfedavg, ifca, fair-ifca"),
-        ({"data-source": "s3"}, "unknown data-source 's3'; valid choices: auto, table, folktables, synthetic"),
+        ({"data-source": "s3"}, "unknown data-source 's3'; valid choices: auto, table, sample, folktables, synthetic"),
         ({"strategy": "fair-ifca", "fair-attribute": "age"}, "unknown fair-attribute 'age'; valid choices: sex, race"),
         ({"strategy": "flwr:FedNova"}, "unknown strategy 'flwr:FedNova'; valid Flower strategies: flwr:FedAvg, flwr:FedProx"),
         ({"strategy": "flwr:FedProx", "server-lr": 0.5}, "config key 'server-lr' is not read by strategy 'flwr:FedProx'"),

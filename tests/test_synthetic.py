@@ -60,10 +60,10 @@ def test_rows_per_state_is_exact(rows: int) -> None:
     assert records["ST"].value_counts().reindex([2, 10, 72], fill_value=0).tolist() == [rows] * 3
 
 
-def test_default_sizes_are_state_dependent_between_800_and_4000() -> None:
-    sizes = synthetic_pums(["AK", "DE", "ME", "NV", "VT"], seed=0)["ST"].value_counts()
-    assert sizes.between(800, 4000).all()
-    assert sizes.nunique() == len(sizes)
+@pytest.mark.parametrize(("state", "census_records"), [("WY", 3064), ("AK", 3546), ("VT", 3767)])
+def test_default_size_gives_about_the_states_census_count_of_income_records(state: str, census_records: int) -> None:
+    features, _ = _task_frame("income", synthetic_pums([state], seed=0))
+    assert abs(len(features) - census_records) < 0.03 * census_records
 
 
 def test_columns_and_types_match_a_census_person_file(frame: pd.DataFrame) -> None:
