@@ -32,7 +32,16 @@ def fedavg_run(tmp_path_factory):
 
 def test_run_writes_every_contract_file(fedavg_run):
     results, _ = fedavg_run
-    assert sorted(p.name for p in results.iterdir()) == ["config.json", "counts.csv", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in results.iterdir()) == ["config.json", "counts.csv", "metrics.csv", "report", "summary.json"]
+
+
+def test_run_ends_with_a_report_whose_figures_exist(fedavg_run):
+    results, proc = fedavg_run
+    report = results / "report" / "report.md"
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report.read_text())
+    assert "learning_curves.png" in figures and any(f.startswith("sp_gap_map") for f in figures)
+    assert all((report.parent / f).is_file() for f in figures)
+    assert f"report: {report}" in proc.stderr and f"results: {results}" in proc.stdout
 
 
 def test_counts_have_both_groups_of_both_attributes_per_state_and_round(fedavg_run):
