@@ -195,9 +195,10 @@ def sparse_from_tables(
 # the inner loops stay single precision. A gradient is held implicitly, as the batch's rows
 # (perm[start:stop]), pre-activations z, output gradients g and hidden gradients dz, so it can
 # be applied to any parameter set (Per-FedAvg applies gradients taken at other points).
-# Every compiled call passing arrays counts references to each of them (atomic operations), so
-# loops over records live inside one function: a call per record doubled the forward pass, even
-# inlined. Rows are indexed explicitly (z[r, k], never a view z[r]) for the same reason. Indices
+# A compiled call taking arrays costs more than a record's arithmetic (each array goes over field
+# by field, with reference counting), so loops over records live inside one function: a call per
+# record doubled the forward pass, even with inline="always". Rows are indexed explicitly
+# (z[r, k], never a view z[r]) for the same reason. Indices
 # read from data are cast to unsigned, which drops numba's negative-index handling from the inner
 # loops (a quarter of the forward pass); SparseSplit checks every code and column is in range.
 
