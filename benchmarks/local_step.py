@@ -6,8 +6,12 @@ Run `python -m benchmarks.local_step [--json]`. Per task it times (a) `clients.k
 (d) the dense numpy trainer `clients.training.train_sgd`, on the same synthetic one-hot data, and
 Per-FedAvg's meta-training (`clients.kernels.meta_train`, both variants) against (a) per epoch.
 Rounds of all methods are interleaved and the best round of each is kept, so load from other
-processes on a shared machine hits all alike and inflates none. The first kernel call (compile,
-or loading numba's on-disk cache) is timed on its own before any round.
+processes on a shared machine hits all alike and inflates none. Rounds are timed in this
+process's CPU time: on a busy machine the scheduler hands the cores to other processes for
+much of a round's wall time (at load 6 on 2 cores a 10 ms round took 3x its CPU time), and on
+an idle one the two agree. Every method runs in one thread (torch set to 1, BLAS held to 1).
+The first kernel call (compile, or loading numba's on-disk cache) is timed on its own, in wall
+time, before any round.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from core.torch_model import init_params, to_torch
 ROWS = 20_000
 BATCH = 32
 LR = 0.01
-ROUNDS = 7
-EPOCHS = {  # per round, so that each method's round takes 50-200 ms
-    "kernel": 20, "numpy": 4, "torch_dataloader": 1, "torch_slices": 1, "meta_first_order": 20, "meta_hessian_free": 20,
+ROUNDS = 15
+# Epochs per round: short rounds (about 10 ms for the kernels) so that the best of them finds a
+# quiet moment on a shared machine; torch's cannot be shorter than one epoch (about 0.25 s).
+EPOCHS = {
+    "kernel": 4, "numpy": 1, "torch_dataloader": 1, "torch_slices": 1, "meta_first_order": 4, "meta_hessian_free": 4,
 }
 LABELS = {
     "kernel": "(a) kernels.train_sgd (numba, sparse)",
@@ -108,9 +114,9 @@ def time_task(task: str) -> tuple[dict[str, float], float]:
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(ROUNDS):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start = time.process_time()
             run(EPOCHS[name])
-            elapsed = time.perf_counter() - start
+            elapsed = time.process_time() - start
             best[name] = min(best[name], elapsed / (EPOCHS[name] * steps_per_epoch) * 1e6)
     return best, first_call
 
@@ -123,7 +129,7 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"torch threads: {torch.get_num_threads()} (set to 1 for fairness); "
           "train_sgd holds numpy's BLAS to 1 thread itself")
-    print(f"{ROWS} synthetic rows, batch {BATCH}, best of {ROUNDS} interleaved rounds\n")
+    print(f"{ROWS} synthetic rows, batch {BATCH}, best of {ROUNDS} interleaved rounds, CPU time\n")
     print(f"{'task':<11} {'method':<40} {'us/step':>9} {'samples/s':>12}")
     summary: dict[str, float | int] = {"torch_threads": 1, "rows": ROWS, "batch_size": BATCH}
     for task in TASKS:
