@@ -31,6 +31,10 @@ SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "acs_income_2018
 SAMPLE_TASK = "income"
 REBUILD_SAMPLE = "python -m clients.make_sample"
 SOURCE_KINDS = ("auto", "table", "sample", "folktables", "synthetic")
+PACKAGED_COPY = (
+    "under a bare `flwr run`, whose packaged app copy carries no parquet files, give "
+    "data-source 'sample' and data-path the sample's absolute path"
+)
 
 
 class DataError(ValueError):
@@ -152,7 +156,8 @@ def check_sample(path: Path, task: Task) -> tuple[str, ...]:
     try:
         return check_table(path, task, name="sample file")
     except DataError as err:
-        raise DataError(f"{err}; rebuild it with `{REBUILD_SAMPLE}` (needs the shared 46-state table)") from err
+        hint = "" if path.is_file() else f"; or, {PACKAGED_COPY}"
+        raise DataError(f"{err}; rebuild it with `{REBUILD_SAMPLE}` (needs the shared 46-state table){hint}") from err
 
 
 def _auto_kind(data_path: str, folk_dir: Path, states: tuple[str, ...], task: Task, sample: Path) -> tuple[str, str]:
@@ -165,7 +170,7 @@ def _auto_kind(data_path: str, folk_dir: Path, states: tuple[str, ...], task: Ta
     if task.name != SAMPLE_TASK:
         return "synthetic", f"{why}, no {task.name} sample"
     if not sample.is_file():
-        return "synthetic", f"{why}, no sample file {sample} (rebuild it with `{REBUILD_SAMPLE}`)"
+        return "synthetic", f"{why}, no sample file {sample} (rebuild it with `{REBUILD_SAMPLE}`; or, {PACKAGED_COPY})"
     lacking = sorted(set(states) - set(check_sample(sample, task)))
     if lacking:
         return "synthetic", f"{why}, the sample lacks state(s) {', '.join(lacking)}"
