@@ -8,6 +8,7 @@
 #                                       per-state comparison against FedAvg
 #   ./run.sh study [--strategies '...'] [--seeds N|0,1,2] [--lambdas 0.5,1] [--run-config '...'] [--grid FILE] --out DIR
 #                                       strategies x seeds (resumable), summary with bootstrap CIs, report
+# FAIRFL_NO_REPORT=1 skips the end-of-run report (compare writes one for all its runs).
 # `run` takes care of the Flower traps measured here (see README): no runtime dependency
 # install, absolute paths, the right number of SuperNodes, its own SuperLink (own FLWR_HOME
 # and ports, stopped by pid at the end), and a non-zero exit when the run failed.

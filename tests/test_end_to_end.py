@@ -25,7 +25,7 @@ def fedavg_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("e2e") / "fedavg"
     proc = run_sh("run", "--run-config",
                   f'states="{",".join(STATES)}" data-source="synthetic" synthetic-rows=1500 '
-                  f'num-server-rounds=2 local-epochs=2 lr=0.05 results-dir="{results}"')
+                  f'num-server-rounds=2 local-epochs=2 lr=0.05 results-dir="{results}"', env={"FAIRFL_NO_REPORT": "0"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return results, proc
 
