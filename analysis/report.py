@@ -42,6 +42,7 @@ from analysis.compare import (
 from analysis.gaussian import OneLineErrorParser
 from recorder.files import ResultsError
 from analysis.tilemap import category_map, value_map
+from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES
 
 RESAMPLES = 2000
@@ -207,6 +208,10 @@ def header_section(configs: list[Configuration]) -> str:
     ]
     for states in dict.fromkeys(run.states for run in runs):
         lines.append(f"States ({len(states)}): {', '.join(states)}.")
+        missing = [s for s in FOLKTABLES_STATES if s not in {c.split("-")[0] for c in states}]
+        if missing and any(run.config["data"].get("source") != "synthetic" for run in runs):
+            lines.append(f"Absent from the data: {', '.join(missing)}, so {len(states)} clients where the paper "
+                         f"had {len(FOLKTABLES_STATES)} (50 states and PR).")
     for versions in dict.fromkeys(json.dumps(run.config.get("versions", {})) for run in runs):
         lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in json.loads(versions).items()) + ".")
     return "\n\n".join(lines)
