@@ -2,22 +2,16 @@
 
 import json
 import re
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.conftest import run_sh
+
 REPO = Path(__file__).resolve().parent.parent
 STATES = ["AL", "CA", "WY"]
-
-
-def run_sh(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FAIRFL_VENV": sys.prefix}
-    return subprocess.run(["bash", str(REPO / "run.sh"), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
