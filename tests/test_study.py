@@ -33,6 +33,7 @@ from analysis.study_tables import Arm, verdict
 from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES
 from tests.conftest import REPO
+from tests.test_resume import kill_marked
 
 STATES = ["AL", "CA", "GA", "MN", "NY", "OH", "TX", "VT", "WA", "WY"]
 ROUNDS = 3
@@ -525,7 +526,6 @@ def study_sh(out: Path) -> list[str]:
 
 @pytest.mark.e2e
 def test_a_killed_study_resumes_and_a_complete_one_trains_nothing(tmp_path):
-    from test_resume import kill_marked
 
     out, marker = tmp_path / "study", uuid.uuid4().hex
     env = {**os.environ, "FAIRFL_VENV": sys.prefix}
