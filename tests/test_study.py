@@ -526,7 +526,6 @@ def study_sh(out: Path) -> list[str]:
 
 @pytest.mark.e2e
 def test_a_killed_study_resumes_and_a_complete_one_trains_nothing(tmp_path):
-
     out, marker = tmp_path / "study", uuid.uuid4().hex
     env = {**os.environ, "FAIRFL_VENV": sys.prefix}
     first = subprocess.Popen(study_sh(out), cwd=REPO, env={**env, "FAIRFL_TEST_MARKER": marker},
