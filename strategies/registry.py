@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, get_type_hints
 
 from core.settings import ConfigError, keys_of
-from strategies import fedavg, flower, ifca, perfedavg
+from strategies import ditto, fedavg, flower, ifca, local, perfedavg
 from strategies.algorithm import Handler, StrategySpec
 
 SPECS: tuple[StrategySpec, ...] = (
@@ -17,6 +17,8 @@ SPECS: tuple[StrategySpec, ...] = (
     perfedavg.SPEC,
     ifca.SPEC,
     ifca.FAIR_SPEC,
+    local.SPEC,
+    ditto.SPEC,
 )
 STRATEGIES: dict[str, StrategySpec] = {spec.name: spec for spec in SPECS}
 FLOWER_TEMPLATE = flower.flower_spec(f"{flower.PREFIX}<Name>")  # one spec per built-in name
