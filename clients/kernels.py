@@ -362,7 +362,8 @@ def _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2):
 @_kernel()
 def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shifted, perm, batch_size,
                 alpha, beta, hessian_free, delta, with_loss):
-    """One epoch of Per-FedAvg meta-steps on consecutive batches of perm; T* is scratch for the
+    """One epoch of Per-FedAvg meta-steps, one per batch of perm, step i taking batches i, i+1
+    (and i+2) cyclically, as `clients.personalization.meta_batches`; T* is scratch for the
     temporary models. Returns (summed loss on D' at the inner step, records of D').
 
     A meta-step takes gradients at up to four points, each into its own slot: 0 at w on D,
@@ -371,7 +372,6 @@ def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shi
     n, h = perm.shape[0], b1.shape[0]
     rows = min(batch_size, n)
     points = 4 if hessian_free else 2
-    per_step = 3 if hessian_free else 2
     batches = (n + batch_size - 1) // batch_size
     z, dz = np.empty((4, rows, h), np.float32), np.empty((4, rows, h), np.float32)
     g = np.empty((4, rows), np.float32)
@@ -381,14 +381,14 @@ def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shi
     step = np.array([0.0, alpha, -delta, delta])
     outer = np.array([0.0, beta, -beta * alpha / (2.0 * delta), beta * alpha / (2.0 * delta)])
     total, seen = 0.0, 0
-    for first in range(0, batches - per_step + 1, per_step):
+    for first in range(batches):
         for slot in range(points):
-            start = (first + batch_of[slot]) * batch_size
+            start = ((first + batch_of[slot]) % batches) * batch_size
             stop = min(start + batch_size, n)
             if slot > 0:  # the point: a copy of w moved by another slot's gradient
                 _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2)
                 s = source[slot]
-                from_start = (first + batch_of[s]) * batch_size
+                from_start = ((first + batch_of[s]) % batches) * batch_size
                 _descend(T1T, tb1, tw2, tb2, step[slot], codes, col, sval, u, shifted, perm, from_start,
                          min(from_start + batch_size, n), z[s], g[s], dz[s], gb1, gw2)
             P1T, pb1, pw2, pb2 = (W1T, b1, w2, b2) if slot == 0 else (T1T, tb1, tw2, tb2)
@@ -398,7 +398,7 @@ def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shi
                 total += loss
                 seen += stop - start
         for slot in range(1, points):
-            start = (first + batch_of[slot]) * batch_size
+            start = ((first + batch_of[slot]) % batches) * batch_size
             _descend(W1T, b1, w2, b2, outer[slot], codes, col, sval, u, shifted, perm, start,
                      min(start + batch_size, n), z[slot], g[slot], dz[slot], gb1, gw2)
     return total, seen

@@ -35,6 +35,17 @@ def train_local(
                              prox_mu=prox_mu, anchor=params if anchor is None else anchor)
 
 
+def ditto_personal_step(
+    personal: Params, anchor: Params, split: ClientSplit, *, mu: float, lr: float, epochs: int, batch_size: int,
+    rng: np.random.Generator,
+) -> tuple[Params, float]:
+    """Ditto's personal update (Li et al. 2021): SGD on the client's own loss plus
+    mu/2 * ||v - anchor||^2, the anchor being the global model received this round; returns
+    the new personal model and its last epoch's mean loss (without the proximal term)."""
+    return train_local(personal, split, lr=lr, epochs=epochs, batch_size=batch_size, rng=rng, prox_mu=mu,
+                       anchor=anchor)
+
+
 def meta_train_local(
     params: Params, split: ClientSplit, *, alpha: float, beta: float, epochs: int, batch_size: int,
     rng: np.random.Generator, variant: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, get_type_hints
 
 from core.settings import ConfigError, keys_of
-from strategies import centralized, fedavg, flhc, flower, ifca, perfedavg
+from strategies import centralized, ditto, fedavg, flhc, flower, ifca, local, perfedavg
 from strategies.algorithm import Handler, StrategySpec
 
 SPECS: tuple[StrategySpec, ...] = (
@@ -20,6 +20,8 @@ SPECS: tuple[StrategySpec, ...] = (
     flhc.SPEC,
     flhc.FAIR_SPEC,
     centralized.SPEC,
+    local.SPEC,
+    ditto.SPEC,
 )
 STRATEGIES: dict[str, StrategySpec] = {spec.name: spec for spec in SPECS}
 FLOWER_TEMPLATE = flower.flower_spec(f"{flower.PREFIX}<Name>")  # one spec per built-in name

@@ -33,6 +33,8 @@ NEGATIVE = st.floats(max_value=-math.ulp(0.0), allow_nan=False)
 FLOAT_OUT_OF_RANGE = {
     "lr": st.floats(max_value=0.0, allow_nan=False),
     "meta-lr": st.floats(max_value=0.0, allow_nan=False),
+    "adapt-lr": st.floats(max_value=0.0, allow_nan=False),
+    "ditto-mu": NEGATIVE,
     "lambda": NEGATIVE,
     "distance-threshold": NEGATIVE,
     "fail-prob": st.one_of(NEGATIVE, st.floats(min_value=1.0, exclude_min=True, allow_nan=False)),
@@ -84,6 +86,18 @@ def test_an_invalid_config_value_is_named_and_leaves_no_results_dir(key, data, t
         run_in_process({**BASE, key: value}, results)
     assert f"'{key}'" in str(err.value) or f"unknown {key} '" in str(err.value), str(err.value)
     assert not results.exists()
+
+
+@pytest.mark.parametrize(("strategy", "key", "value", "message"), [
+    ("ditto", "ditto-mu", -0.1, "config key 'ditto-mu' must be >= 0, got -0.1"),
+    ("perfedavg", "adapt-lr", 0.0, "config key 'adapt-lr' must be > 0, got 0"),
+    ("perfedavg", "adapt-lr", -0.05, "config key 'adapt-lr' must be > 0, got -0.05"),
+])
+def test_a_personalization_step_out_of_range_is_named_by_its_strategy_before_training(strategy, key, value, message,
+                                                                                      tmp_path):
+    with pytest.raises(ValueError) as err:
+        run_in_process({**BASE, "strategy": strategy, key: value}, tmp_path / "results")
+    assert str(err.value) == message and not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize("key", ["epochs", "rounds", "fail_prob", "Seed"])

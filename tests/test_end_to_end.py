@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_sh
+from tests.conftest import run_in_process, run_sh
 
 REPO = Path(__file__).resolve().parent.parent
 STATES = ["AL", "CA", "WY"]
@@ -103,9 +103,17 @@ def test_missing_table_fails_before_training(tmp_path):
 
 PERSONALIZED = {
     "perfedavg": 'meta-lr=0.05 adapt-steps=3',
+    "ditto": 'ditto-mu=0.5',
+    "local": '',
     "ifca": 'warmup-rounds=1',
     "fair-ifca": 'warmup-rounds=1 lambda=0.5 fair-attribute="race" fair-metric="eodds"',
 }
+
+
+# Strategies whose per-client models the server keeps, and their runs below as in-process overrides.
+SERVER_HELD = {"local": {"strategy": "local"}, "ditto": {"strategy": "ditto", "ditto-mu": 0.5}}
+PERSONALIZED_KEYS = {"states": ",".join(STATES), "data-source": "synthetic", "synthetic-rows": 1500,
+                     "num-server-rounds": 2, "local-epochs": 1, "lr": 0.05}
 
 
 @pytest.mark.parametrize("strategy", sorted(PERSONALIZED))
@@ -117,11 +125,16 @@ def test_personalized_strategy_runs_through_flwr_run(strategy, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = pd.read_csv(results / "counts.csv")
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
-    if strategy == "perfedavg":
+    if strategy in ("perfedavg", "ditto"):
         assert set(counts["model"]) == {"deployed", "global"}
         assert "global_sp_gap" in set(metrics["metric"])
+    elif strategy == "local":
+        assert "model" not in counts and sorted(counts["state"].unique()) == STATES
     else:
         clusters = pd.read_csv(results / "clusters.csv")
         assert sorted(clusters["state"]) == STATES and set(clusters["round"]) == {2}
         assert any(s.startswith("cluster:") for s in metrics["state"])
     assert json.loads((results / "summary.json").read_text())["strategy"] == strategy
+    if strategy in SERVER_HELD:  # per-client models kept by the server across rounds and Ray actors
+        in_process = run_in_process({**PERSONALIZED_KEYS, **SERVER_HELD[strategy]}, tmp_path / "in-process")
+        assert (results / "metrics.csv").read_text() == (in_process / "metrics.csv").read_text()

@@ -238,14 +238,16 @@ def test_meta_train_equals_the_numpy_per_fedavg(task, standardized, variant):
     assert loss == pytest.approx(ref_loss, rel=1e-5)
 
 
-def test_meta_train_with_too_few_batches_for_a_step_returns_the_model_and_nan():
-    sparse, _ = make_data("income", standardized=False, n=40)  # 32 training records: one batch
+@pytest.mark.parametrize("variant", kernels.VARIANTS)
+def test_meta_train_on_one_batch_uses_it_for_every_role_as_the_numpy_per_fedavg(variant):
+    sparse, dense = make_data("income", standardized=False, n=40)  # 32 training records: one batch
     params = params_for("income")
-    got, loss = kernels.meta_train(params, sparse, alpha=0.1, beta=0.1, epochs=2, batch_size=32,
-                                   rng=np.random.default_rng(0))
-    assert np.isnan(loss)
-    for key in PARAM_KEYS:
-        np.testing.assert_array_equal(got[key], params[key])
+    kwargs = dict(alpha=0.1, beta=0.1, epochs=2, batch_size=32, variant=variant)
+    got, loss = kernels.meta_train(params, sparse, rng=np.random.default_rng(0), **kwargs)
+    ref, ref_loss = dense_meta_train(params, dense, rng=np.random.default_rng(0), **kwargs)
+    assert np.abs(ref["fc2.weight"] - params["fc2.weight"]).max() > 0
+    assert_params_close(got, ref)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
 
 
 def test_an_unknown_meta_variant_is_refused_naming_the_choices():

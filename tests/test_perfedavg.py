@@ -2,10 +2,11 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from clients.data import Split
 from core.torch_model import init_params
-from clients.personalization import adapt, meta_train
+from clients.personalization import adapt, meta_batches, meta_train
 from clients.training import batch_slices, gradient, mean_loss, predict_proba
 
 WIDTH, HIDDEN = 6, 4
@@ -19,16 +20,43 @@ def split(n: int, flip: bool = False, seed: int = 0) -> Split:
     return Split(x=x, y=y, groups={"sex": (rng.random(n) < 0.5).astype(np.int8)})
 
 
-def test_first_order_meta_step_is_the_gradient_at_the_inner_step():
-    params, data = init_params(WIDTH, HIDDEN, 0), split(64)
+def test_first_order_meta_steps_are_the_gradients_at_the_inner_steps_one_per_batch():
+    """96 rows in batches of 32: three outer steps (FedAvg's three SGD steps), batches paired cyclically."""
+    params, data = init_params(WIDTH, HIDDEN, 0), split(96)
     got, _ = meta_train(params, data, alpha=0.1, beta=0.5, epochs=1, batch_size=32,
                         rng=np.random.default_rng(1), variant="first-order")
-    inner, outer = next(batch_slices(64, 1, 32, np.random.default_rng(1)))
-    g_inner, _ = gradient(params, data.x[inner], data.y[inner])
-    temp = {k: params[k] - np.float32(0.1) * g_inner[k] for k in params}
-    g_outer, _ = gradient(temp, data.x[outer], data.y[outer])
+    batches = next(batch_slices(96, 1, 32, np.random.default_rng(1)))
+    w = params
+    for inner, outer in [(batches[0], batches[1]), (batches[1], batches[2]), (batches[2], batches[0])]:
+        g_inner, _ = gradient(w, data.x[inner], data.y[inner])
+        temp = {k: w[k] - np.float32(0.1) * g_inner[k] for k in w}
+        g_outer, _ = gradient(temp, data.x[outer], data.y[outer])
+        w = {k: w[k] - np.float32(0.5) * g_outer[k] for k in w}
     for key in params:
-        np.testing.assert_allclose(got[key], params[key] - np.float32(0.5) * g_outer[key], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got[key], w[key], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("n", "per_step"), [(100, 2), (100, 3), (32, 2), (20, 3)])
+def test_an_epoch_makes_as_many_meta_steps_as_fedavg_makes_sgd_steps(n, per_step):
+    epoch = next(batch_slices(n, 1, 32, np.random.default_rng(0)))
+    steps = meta_batches(epoch, per_step)
+    assert len(steps) == len(epoch) == -(-n // 32)
+    for role in range(per_step):  # each batch is once the inner, once the outer (once the Hessian) batch
+        assert sorted(np.concatenate([s[role] for s in steps]).tolist()) == list(range(n))
+
+
+def test_a_step_uses_distinct_batches_when_the_epoch_has_enough():
+    steps = meta_batches(next(batch_slices(100, 1, 32, np.random.default_rng(0))), 3)
+    assert all(not set(a) & set(b) for s in steps for i, a in enumerate(s) for b in s[i + 1:])
+
+
+def test_adapt_lr_is_the_adaptation_step_size():
+    params, data = init_params(WIDTH, HIDDEN, 0), split(64)
+    adapted = adapt(params, data, steps=1, lr=0.3, batch_size=32, rng=np.random.default_rng(4))
+    batch = next(batch_slices(64, 1, 32, np.random.default_rng(4)))[0]
+    g, _ = gradient(params, data.x[batch], data.y[batch])
+    for key in params:
+        np.testing.assert_allclose(adapted[key], params[key] - np.float32(0.3) * g[key], rtol=1e-6, atol=1e-7)
 
 
 def test_hessian_free_variant_differs_from_first_order():

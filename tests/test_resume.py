@@ -28,9 +28,12 @@ IFCA = {"strategy": "ifca", "states": "AL,CA,OH,TX,VT,WA", "synthetic-reversed":
         "synthetic-rows": 1500, "num-server-rounds": 4, "local-epochs": 1, "lr": 0.1, "warmup-rounds": 1,
         "fail-prob": 0.3}
 PERFEDAVG = {**FEDAVG, "strategy": "perfedavg", "num-server-rounds": 3, "meta-lr": 0.05, "adapt-steps": 3}
-SETTINGS = {"fedavg": FEDAVG, "ifca": IFCA, "perfedavg": PERFEDAVG}
+LOCAL = {**FEDAVG, "strategy": "local", "fail-prob": 0.3}  # failed clients keep their restored models
+DITTO = {**FEDAVG, "strategy": "ditto", "fail-prob": 0.3}
+SETTINGS = {"fedavg": FEDAVG, "ifca": IFCA, "perfedavg": PERFEDAVG, "local": LOCAL, "ditto": DITTO}
 RESULT_FILES = {"fedavg": ("metrics.csv", "counts.csv"), "ifca": ("metrics.csv", "counts.csv", "clusters.csv"),
-                "perfedavg": ("metrics.csv", "counts.csv")}
+                "perfedavg": ("metrics.csv", "counts.csv"), "local": ("metrics.csv", "counts.csv"),
+                "ditto": ("metrics.csv", "counts.csv")}
 
 # Runs the in-process federation and dies by SIGKILL just before the n-th atomic replacement
 # of one results file: that file's new version is written to its temporary file but not in place.
@@ -148,6 +151,10 @@ def test_a_run_killed_mid_round_leaves_whole_rounds_in_every_file(tmp_path, kill
     ("ifca", "clusters.csv", 2),      # round 3's first file (round 1 is warm-up, without clusters)
     ("ifca", "metrics.csv", 3),       # round 3 half written
     ("perfedavg", "metrics.csv", 2),  # round 2 half written (counts of two models)
+    ("local", CHECKPOINT_FILE, 3),    # round 3 fully written, its checkpoint (every client's model) not
+    ("local", "metrics.csv", 2),      # round 2 half written
+    ("ditto", CHECKPOINT_FILE, 2),    # round 2 fully written, its checkpoint (global and personal models) not
+    ("ditto", "metrics.csv", 3),      # round 3 half written
 ])
 def test_a_killed_run_resumes_to_the_uninterrupted_results(strategy, name, nth, tmp_path, killed, federation,
                                                            uninterrupted):
