@@ -6,6 +6,7 @@ calls the handler the message type names, and turns its `ClientReply` into Flowe
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,12 @@ class ClientJob:
         if self.data.sizes()["val"]:
             splits.append((VAL_PREFIX, self.data.val))
         return splits
+
+    def hang_if_asked(self) -> None:
+        """Fault injection `hang`: never reply (until the process is stopped), as a hung client does;
+        what `round-timeout` is for."""
+        if self.fault == "hang":
+            threading.Event().wait()
 
     def raise_if(self, mode: str) -> None:
         if self.fault == mode:
