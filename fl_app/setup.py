@@ -91,7 +91,8 @@ def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base:
     """The checkpoint a resumed run continues from (None: the run never completed a round).
 
     Refuses a directory that is not a run's, a finished run, and a config that differs from
-    the run's in anything but num-server-rounds, naming the keys.
+    the run's in anything but num-server-rounds and the operational keys (fl_app/config.py's
+    RESUME_MAY_CHANGE), naming the keys.
     """
     directory = writer.directory
     if config.results_dir and absolute_results_dir(config, "", base) != directory:
@@ -108,7 +109,7 @@ def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base:
         changes = "; ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in conflicts)
         raise ConfigError(
             f"cannot resume '{directory}' with a different config: key(s) {', '.join(conflicts)} differ "
-            f"({changes}); only num-server-rounds may change"
+            f"({changes}); only num-server-rounds, round-timeout, max-failed-rounds and node-states may change"
         )
     data = record.get("data", {})
     if (data.get("source"), data.get("states")) != (source.kind, list(source.states)):
