@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import sysconfig
@@ -211,7 +212,7 @@ def make_node_key(directory: Path, name: str) -> tuple[Path, Path]:
 
 
 def superlink_healthy(port: int, ca: Path | None) -> bool:
-    scheme, verify = ("http", True) if ca is None else ("https", str(ca))
+    scheme, verify = ("http", True) if ca is None else ("https", ssl.create_default_context(cafile=str(ca)))
     try:
         return httpx.get(f"{scheme}://127.0.0.1:{port}/health", verify=verify, timeout=2.0).is_success
     except httpx.HTTPError:

@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from flwr.app import Error, Message
+from flwr.common.constant import ErrorCode
 
+from core.wire import ROUND_KEY
 from fl_app.deploy import Federation, make_node_key, node_config, plan
+from tests.conftest import InProcessGrid, run_in_process
 from tests.live import alive, deploy, marked, started_pids
 
-FAST = 'data-source="synthetic" synthetic-rows=600 local-epochs=1 lr=0.05 batch-size=16'
+FAST = 'data-source="synthetic" synthetic-rows=600 local-epochs=1 batch-size=16'
 ROUND_LINE = r"round\s+{} \|"
 
 
@@ -58,7 +62,7 @@ def killed_for_good(tmp_path_factory):
     """FedAvg, 3 rounds, SuperNode authentication on; CA's SuperNode SIGKILLed after round 1."""
     base = tmp_path_factory.mktemp("killed")
     results = base / "results"
-    run = deploy("--auth", "--run-config", f'states="AL,CA,WY" {FAST} num-server-rounds=3 results-dir="{results}"',
+    run = deploy("--auth", "--run-config", f'states="AL,CA,WY" {FAST} lr=0.05 num-server-rounds=3 results-dir="{results}"',
                  logs=base / "logs")
     kill_after_round_1(run, "CA")
     return run, run.finish(), results
@@ -94,7 +98,10 @@ def test_everything_is_stopped_after_losing_a_supernode(killed_for_good):
 
 # --- --restart-dead: the killed SuperNode comes back under a new node id ---------------------------
 
-IFCA = f'strategy="ifca" states="AL,CA,WY" synthetic-reversed="WY" {FAST} lr=0.1 num-server-rounds=4'
+IFCA = f'strategy="ifca" states="AL,CA,WY" synthetic-reversed="WY" {FAST} lr=0.1 seed=1 num-server-rounds=4'
+IFCA_SETTINGS = {"strategy": "ifca", "states": "AL,CA,WY", "synthetic-reversed": "WY", "data-source": "synthetic",
+                 "synthetic-rows": 600, "local-epochs": 1, "batch-size": 16, "lr": 0.1, "seed": 1, "num-server-rounds": 4}
+HEALTH = ["failed_clients", "rejected_updates", "failed_evaluations", "refused_nodes"]
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +124,37 @@ def test_a_restarted_supernode_rejoins_and_the_run_completes(restarted):
 
 
 def test_the_rejoined_client_keeps_its_cluster(restarted):
-    """CA shares AL's population (WY's is reversed): before the kill and after the rejoin it is
-    in AL's cluster, not WY's."""
+    """Seed 1 puts CA alone in cluster 1 in round 1; while CA is away nobody trains cluster 1, and
+    back under its new node id CA is in cluster 1 again."""
     clusters = pd.read_csv(restarted[2] / "clusters.csv").set_index(["round", "state"])["cluster"]
-    assert clusters[(1, "CA")] == clusters[(1, "AL")] != clusters[(1, "WY")]
-    assert clusters[(4, "CA")] == clusters[(1, "CA")] == clusters[(4, "AL")]
+    assert clusters[(1, "CA")] == clusters[(4, "CA")] == 1
+    assert clusters[(1, "AL")] == clusters[(4, "AL")] == 0
+
+
+def test_the_rejoined_run_equals_one_where_the_client_just_failed_in_those_rounds(restarted, tmp_path):
+    """Replayed in process with CA failing exactly where it failed here, the run gives the same
+    rows: the server kept everything of CA's (its cluster, the cluster models) across its new id."""
+    results = restarted[2]
+    trained = set(pd.read_csv(results / "clusters.csv").query("state == 'CA'")["round"])
+    evaluated = {r for r, states in states_by_round(results, ["CA"]).items() if states}
+    replayed = run_in_process(IFCA_SETTINGS, tmp_path / "replayed", grid_class=ca_fails_except(trained, evaluated))
+    for name in ("clusters.csv", "counts.csv"):
+        assert (replayed / name).read_text() == (results / name).read_text(), name
+    outcome = [metrics(r).query("metric not in @HEALTH").reset_index(drop=True) for r in (results, replayed)]
+    pd.testing.assert_frame_equal(outcome[0], outcome[1])
+
+
+def ca_fails_except(trained: set[int], evaluated: set[int]) -> type[InProcessGrid]:
+    class Replay(InProcessGrid):
+        def deliver(self, message):
+            kind, server_round = message.metadata.message_type, int(message.content["config"][ROUND_KEY])
+            missed = (kind.startswith("train") and server_round not in trained) or (
+                kind.startswith("evaluate") and server_round not in evaluated)
+            if message.metadata.dst_node_id == 1001 and missed:  # partition-id 1: CA
+                return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="replayed"), reply_to=message)
+            return super().deliver(message)
+
+    return Replay
 
 
 def test_everything_is_stopped_after_a_restart(restarted):
@@ -132,7 +165,7 @@ def test_everything_is_stopped_after_a_restart(restarted):
 
 def test_a_hung_client_fails_its_round_after_round_timeout(tmp_path):
     results = tmp_path / "results"
-    run = deploy("--insecure", "--run-config", f'states="AL,CA,WY" {FAST} num-server-rounds=1 fail-states="CA" '
+    run = deploy("--insecure", "--run-config", f'states="AL,CA,WY" {FAST} lr=0.05 num-server-rounds=1 fail-states="CA" '
                  f'fail-mode="hang" round-timeout=60 results-dir="{results}"', logs=tmp_path / "logs")
     assert run.finish() == 0, run.tail()
     assert states_by_round(results, ["AL", "CA", "WY"]) == {1: ["AL", "WY"]}
@@ -144,7 +177,7 @@ def test_a_hung_client_fails_its_round_after_round_timeout(tmp_path):
 
 def test_an_authenticated_node_claiming_another_state_is_refused(tmp_path):
     results = tmp_path / "results"
-    run_config = f'states="AL,CA" {FAST} num-server-rounds=2 results-dir="{results}"'
+    run_config = f'states="AL,CA" {FAST} lr=0.05 num-server-rounds=2 results-dir="{results}"'
     the_plan = plan([run_config])
     tmp = Path(tempfile.mkdtemp(prefix="fairfl-auth-test-"))
     (tmp / "logs").mkdir()
