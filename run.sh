@@ -138,6 +138,8 @@ compare_strategies() {
   "$PY" -m analysis.compare "${dirs[@]}" --out "$base/comparison.csv" | tee "$base/comparison.md"
 }
 
+trap 'exit 130' INT  # before `run` sets its own: e.g. during setup
+trap 'exit 143' TERM
 cmd="${1:-help}"; shift || true
 case "$cmd" in
   setup) setup ;;

@@ -172,10 +172,10 @@ class Exchange:
         self.silent |= {m.metadata.dst_node_id for m in outgoing if m.metadata.message_id not in answered}
         replies = []
         for reply in received:
-            node = reply.metadata.src_node_id
-            if not reply.has_error() and self.claimed(reply) != self.node_client.get(node):
-                self.refuse(node, f"node {node} serves client {self.client_ids[self.node_client[node]].label} "
-                                  "but its reply names another client; the reply is not used")
+            node, served = reply.metadata.src_node_id, self.node_client.get(reply.metadata.src_node_id)
+            if not reply.has_error() and self.claimed(reply) != served:
+                who = f"client {self.client_ids[served].label}" if served is not None else "no client"
+                self.refuse(node, f"node {node} serves {who} but its reply names another client; the reply is not used")
                 continue
             replies.append(reply)
         return replies
