@@ -6,7 +6,7 @@ calls the handler the message type names, and turns its `ClientReply` into Flowe
 
 from __future__ import annotations
 
-import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +39,10 @@ class ClientJob:
         return splits
 
     def hang_if_asked(self) -> None:
-        """Fault injection `hang`: never reply (until the process is stopped), as a hung client does;
-        what `round-timeout` is for."""
+        """Fault injection `hang`: stall for twice `round-timeout`, so the server gives up on this
+        client first (what `round-timeout` is for); the reply that follows comes too late."""
         if self.fault == "hang":
-            threading.Event().wait()
+            time.sleep(2 * self.config.round_timeout)
 
     def raise_if(self, mode: str) -> None:
         if self.fault == mode:
