@@ -42,16 +42,41 @@ pip_progress() { grep --line-buffered -E '^(Collecting|Successfully installed|ER
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-stop_superlink() {
-  [[ -n "${FLWR_HOME:-}" ]] || return 0
-  local pids
-  pids="$(pgrep -f -- "$FLWR_HOME/local-superlink" || true)"
-  for pid in $pids; do
-    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-  done
-  sleep 1
-  for pid in $pids; do kill -9 -- "-$pid" 2>/dev/null || true; done
-  rm -rf "$FLWR_HOME"
+# Long commands run in the background and are waited for: bash runs a trap only after a
+# foreground command ends, but interrupts `wait` at once. CHILD is the one running now.
+CHILD=""
+run_bg() {
+  "$@" &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
+}
+
+# Teardown (EXIT trap of `run`): the running CLI first (so it cannot start a SuperLink any
+# more), then the local SuperLink it started and every process below it, by pid
+# (fl_app/processes.py), then its FLWR_HOME. Signals during the teardown only set the exit code.
+STOP_CODE=""
+teardown() {
+  local code=$?
+  trap 'STOP_CODE=130' INT
+  trap 'STOP_CODE=143' TERM
+  if [[ -n "$CHILD" ]]; then
+    kill -TERM "$CHILD" 2>/dev/null || true
+    while kill -0 "$CHILD" 2>/dev/null; do wait "$CHILD" 2>/dev/null || true; done
+  fi
+  if [[ -n "${FLWR_HOME:-}" && -d "$FLWR_HOME" ]]; then
+    "$PY" -m fl_app.processes stop --match "$FLWR_HOME/" || true
+    rm -rf "$FLWR_HOME"
+  fi
+  exit "${STOP_CODE:-$code}"
+}
+
+on_signal() {
+  STOP_CODE="$1"
+  echo "run.sh: $2 received: stopping everything started (exit $1)" >&2
+  exit "$1"
 }
 
 run_experiment() {
@@ -63,31 +88,35 @@ run_experiment() {
       *) echo "run.sh run: unknown argument '$1' (valid: --run-config '...', --federation-config '...')" >&2; exit 2 ;;
     esac
   done
-  local plan
-  plan="$(cd "$REPO" && "$PY" -m fl_app.check "${overrides[@]}")" || exit 2
+  export FLWR_HOME; FLWR_HOME="$(mktemp -d /tmp/fairfl-flwr-XXXXXX)"
+  trap teardown EXIT
+  trap 'on_signal 130 SIGINT' INT
+  trap 'on_signal 143 SIGTERM' TERM
+  cd "$REPO"
+  local plan_file="$FLWR_HOME/plan.json"
+  run_bg "$PY" -m fl_app.check "${overrides[@]}" > "$plan_file" || exit 2
   local n results pinned
-  n="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["num_clients"])' "$plan")"
-  results="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["results_dir"])' "$plan")"
-  pinned="$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["overrides"])' "$plan")"
+  n="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["num_clients"])' "$plan_file")"
+  results="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results_dir"])' "$plan_file")"
+  pinned="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["overrides"])' "$plan_file")"
 
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
-  export FLWR_HOME; FLWR_HOME="$(mktemp -d /tmp/fairfl-flwr-XXXXXX)"
   export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT; FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$(free_port)"
   export FLWR_LOCAL_CONTROL_API_PORT; FLWR_LOCAL_CONTROL_API_PORT="$(free_port)"
   export FAIRFL_GIT_COMMIT; FAIRFL_GIT_COMMIT="$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unavailable)"
   export PATH="$VENV/bin:$PATH"
-  trap stop_superlink EXIT
 
   local cpus="${FAIRFL_ACTOR_CPUS:-1}"
   echo "flwr run: $n SuperNodes, results in $results" >&2
-  local out run_id
-  out="$(cd "$REPO" && flwr run . --format json "${overrides[@]}" --run-config "$pinned" \
-        --federation-config "num-supernodes=$n client-resources-num-cpus=$cpus $fed_extra")"
-  run_id="$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["run-id"])' "$out")" || {
-    echo "flwr run did not start: $out" >&2; exit 1; }
-  (cd "$REPO" && flwr log "$run_id" --stream) || true
+  local out_file="$FLWR_HOME/run.json" run_id
+  run_bg flwr run . --format json "${overrides[@]}" --run-config "$pinned" \
+        --federation-config "num-supernodes=$n client-resources-num-cpus=$cpus $fed_extra" > "$out_file" || true
+  run_id="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run-id"])' "$out_file" 2>/dev/null)" || {
+    echo "flwr run did not start: $(cat "$out_file")" >&2; exit 1; }
+  run_bg flwr log "$run_id" --stream || true
   local status
-  status="$("$PY" -m fl_app.run_status "$run_id")"
+  run_bg "$PY" -m fl_app.run_status "$run_id" > "$FLWR_HOME/status" || true
+  status="$(cat "$FLWR_HOME/status")"
   echo "run $run_id: $status" >&2
   [[ "$status" == "finished:completed" ]] || { echo "the run did not complete; see the log above" >&2; exit 1; }
   if [[ "${FAIRFL_NO_REPORT:-}" != 1 ]]; then
@@ -127,6 +156,8 @@ compare_strategies() {
   echo "report: $base/report/report.md" >&2
 }
 
+trap 'exit 130' INT  # before `run` sets its own: e.g. during setup
+trap 'exit 143' TERM
 cmd="${1:-help}"; shift || true
 case "$cmd" in
   setup) setup ;;

@@ -6,6 +6,7 @@ calls the handler the message type names, and turns its `ClientReply` into Flowe
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,12 @@ class ClientJob:
         if self.data.sizes()["val"]:
             splits.append((VAL_PREFIX, self.data.val))
         return splits
+
+    def hang_if_asked(self) -> None:
+        """Fault injection `hang`: stall for twice `round-timeout`, so the server gives up on this
+        client first (what `round-timeout` is for); the reply that follows comes too late."""
+        if self.fault == "hang":
+            time.sleep(2 * self.config.round_timeout)
 
     def raise_if(self, mode: str) -> None:
         if self.fault == mode:

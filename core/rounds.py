@@ -15,14 +15,22 @@ class RoundHealth:
     failed_clients: int = 0  # training replies that were errors or never came
     rejected_updates: int = 0  # training replies whose update could not be used
     failed_evaluations: int = 0  # evaluation replies that were errors, unreadable or never came
-    model_kept: bool = False  # nobody returned a usable update: the previous model stays
+    refused_nodes: int = 0  # nodes whose claimed client was refused (node-states, or a client already served)
+    model_kept: bool = False  # fewer than `quorum` usable updates: the previous model stays
+    quorum: int = 1  # usable updates a round needs to change the model (`min-clients`)
+    trained: tuple[int, ...] = ()  # the clients whose training update was usable
 
     def counts(self) -> dict[str, int]:
-        return {
+        """metrics.csv's ALL rows; `refused_nodes` only in a round that refused a node, so runs
+        without identity trouble keep their files unchanged."""
+        out = {
             "failed_clients": self.failed_clients,
             "rejected_updates": self.rejected_updates,
             "failed_evaluations": self.failed_evaluations,
         }
+        if self.refused_nodes:
+            out["refused_nodes"] = self.refused_nodes
+        return out
 
 
 @dataclass

@@ -5,7 +5,8 @@ turns a message into a `ClientJob` (config, this client's data, round, fault) an
 handler's `ClientReply` into Flower's reply, which always names the client it comes from.
 
 With `fail-states`/`fail-prob` set, the chosen clients inject `fail-mode` in the chosen rounds
-(raise in training or evaluation, or return a corrupt update), deterministically by seed.
+(raise in training or evaluation, return a corrupt update, or hang in training), deterministically
+by seed.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def _reply(msg: Message, job: ClientJob, reply: ClientReply) -> Message:
 def _wrap(handler: Handler) -> Callable[[Message, Context], Message]:
     def run(msg: Message, context: Context) -> Message:
         job = _job(msg, context)
+        if msg.metadata.message_type.startswith("train"):
+            job.hang_if_asked()
         return _reply(msg, job, handler(job, msg.content))
 
     run.__doc__ = handler.__doc__

@@ -9,6 +9,7 @@ keep its default: setting it would silently do nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,8 +20,9 @@ from core.states import FOLKTABLES_STATES
 from core.tasks import ENCODINGS, TASKS
 from strategies.registry import spec_for, strategy_keys
 
-FAIL_MODES = ("train-error", "evaluate-error", "nan-update", "shape-update", "keys-update")
-RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir")
+FAIL_MODES = ("train-error", "evaluate-error", "nan-update", "shape-update", "keys-update", "hang")
+# Keys a resume may change: how long, and the operational rules that say when to wait or stop.
+RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir", "round-timeout", "max-failed-rounds", "node-states")
 # What a preset sets, besides each strategy's study settings (README "Presets").
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"encoding": "paper", "train-rows": 1000, "test-rows": 2000, "val-rows": 2000},
@@ -55,7 +57,21 @@ class RunConfig:
     fail_states: tuple[str, ...] = ()
     fail_prob: float = 0.0
     fail_mode: str = "train-error"
+    min_clients: float = 1.0
+    max_failed_rounds: int = 3
+    round_timeout: float = 600.0
+    node_states: str = ""
     params: Any = None  # the strategy's own settings: its spec's `settings` dataclass
+
+    def min_updates(self, num_clients: int) -> int:
+        """`min-clients` as a number of clients: values below 1 are a fraction of `num_clients`, rounded up."""
+        if self.min_clients < 1:
+            return max(1, math.ceil(self.min_clients * num_clients - 1e-9))
+        return int(self.min_clients)
+
+    def bindings(self) -> dict[int, str]:
+        """`node-states` as node id -> state code."""
+        return parse_node_states(self.node_states)
 
     def to_dict(self) -> dict[str, Any]:
         """The config under its run-config key names (for config.json): common, then the strategy's."""
@@ -137,6 +153,20 @@ def _validate_common(config: RunConfig) -> None:
     at_least("seed", config.seed, 0)
     at_least("synthetic-rows", config.synthetic_rows, 0)
     at_least("fail-prob", config.fail_prob, 0.0)
+    if config.min_clients <= 0 or (config.min_clients >= 1 and not float(config.min_clients).is_integer()):
+        raise ConfigError(
+            f"config key 'min-clients' must be a whole number of clients >= 1 or a fraction in (0, 1), "
+            f"got {config.min_clients:g}"
+        )
+    at_least("max-failed-rounds", config.max_failed_rounds, 1)
+    at_least("round-timeout", config.round_timeout, 0.0, strict=True)
+    bindings = config.bindings()
+    unknown = sorted({s for s in bindings.values() if s not in FOLKTABLES_STATES})
+    if unknown:
+        raise ConfigError(
+            f"config key 'node-states' binds nodes to unknown state code(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(FOLKTABLES_STATES)}"
+        )
     if config.fail_prob > 1.0:
         raise ConfigError(f"config key 'fail-prob' must be <= 1, got {config.fail_prob:g}")
     if config.resume and not Path(config.resume).is_absolute():
@@ -157,6 +187,25 @@ def _validate_common(config: RunConfig) -> None:
             )
         if len(set(listed)) != len(listed):
             raise ConfigError(f"config key '{key}' lists a state twice: {','.join(listed)}")
+
+
+def parse_node_states(text: str) -> dict[int, str]:
+    """"123=CA,456=WY" -> {123: "CA", 456: "WY"}: SuperNode ids (as `flwr supernode register`
+    printed them) bound to the state whose client they may serve."""
+    bindings: dict[int, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        node, sep, state = (s.strip() for s in item.partition("="))
+        if not sep or not node.isdigit() or not state or int(node) >= 2**64:
+            raise ConfigError(
+                f"config key 'node-states' must list NODE_ID=STATE pairs separated by commas "
+                f"(e.g. \"123456=CA,789=WY\"), got '{item}'"
+            )
+        if int(node) in bindings:
+            raise ConfigError(f"config key 'node-states' binds node {node} twice")
+        bindings[int(node)] = state.upper()
+    return bindings
 
 
 def resume_conflicts(checkpointed: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:

@@ -20,13 +20,14 @@ def run_status(run_id: str, timeout_s: float = 600.0) -> str:
         out = subprocess.run(
             ["flwr", "ls", "--run-id", run_id, "--format", "json"], capture_output=True, text=True, check=False
         )
-        status = _status(out.stdout)
+        status = parse_status(out.stdout)
         if status.startswith("finished") or time.monotonic() > deadline:
             return status
         time.sleep(POLL_S)
 
 
-def _status(stdout: str) -> str:
+def parse_status(stdout: str) -> str:
+    """The status in `flwr ls --run-id ID --format json`'s output (`unknown` if unreadable)."""
     try:
         runs = json.loads(stdout).get("runs", [])
     except json.JSONDecodeError:

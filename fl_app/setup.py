@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 
 from clients.shards import client_labels
 from clients.sources import Source, resolve_source
+from core.rounds import RoundResult
 from core.tasks import task_for
 from core.torch_model import init_params
 from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
@@ -57,6 +58,17 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
             raise ConfigError(
                 f"config key '{key}' names state(s) {', '.join(stray)} outside the run's states {','.join(source.states)}"
             )
+    outside = sorted({s for s in config.bindings().values() if s not in source.states})
+    if outside:
+        raise ConfigError(
+            f"config key 'node-states' binds nodes to state(s) {', '.join(outside)} outside the run's states "
+            f"{','.join(source.states)}"
+        )
+    num_clients = len(source.states) * config.clients_per_state
+    if config.min_updates(num_clients) > num_clients:
+        raise ConfigError(
+            f"config key 'min-clients' ({config.min_clients:g}) asks for more clients than the run has ({num_clients})"
+        )
     if config.resume:
         refusal = resume_refusal(config.strategy)
         if refusal:
@@ -79,7 +91,8 @@ def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base:
     """The checkpoint a resumed run continues from (None: the run never completed a round).
 
     Refuses a directory that is not a run's, a finished run, and a config that differs from
-    the run's in anything but num-server-rounds, naming the keys.
+    the run's in anything but num-server-rounds and the operational keys (fl_app/config.py's
+    RESUME_MAY_CHANGE), naming the keys.
     """
     directory = writer.directory
     if config.results_dir and absolute_results_dir(config, "", base) != directory:
@@ -96,7 +109,7 @@ def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base:
         changes = "; ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in conflicts)
         raise ConfigError(
             f"cannot resume '{directory}' with a different config: key(s) {', '.join(conflicts)} differ "
-            f"({changes}); only num-server-rounds may change"
+            f"({changes}); only num-server-rounds, round-timeout, max-failed-rounds and node-states may change"
         )
     data = record.get("data", {})
     if (data.get("source"), data.get("states")) != (source.kind, list(source.states)):
@@ -125,16 +138,39 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> Path:
     log(INFO, "results: %s", run.writer.directory)
     log(INFO, "[%s] %d clients, %d rounds, task %s, data %s", run.config.strategy, len(run.recorder.clients),
         run.config.num_server_rounds, run.config.task, run.source.kind)
-    exchange = Exchange(grid, run.source, len(run.recorder.clients))
+    clients = run.recorder.clients
+    exchange = Exchange(grid, run.source, len(clients), timeout_s=run.config.round_timeout,
+                        quorum=run.config.min_updates(len(clients)), bindings=run.config.bindings())
     exchange.refresh(first_round)
     record_sizes(run, exchange.sizes)
+    kept_in_a_row = 0
     for server_round in range(first_round, run.config.num_server_rounds + 1):
         result = run_round(run.algorithm, exchange, server_round)
         arrays, state = run.algorithm.state()
         run.recorder.commit(result, arrays, state)
+        kept_in_a_row = kept_in_a_row + 1 if result.health.model_kept else 0
+        if kept_in_a_row >= run.config.max_failed_rounds:
+            stop = QuorumError(run, result, kept_in_a_row)
+            log(ERROR, "%s", stop)
+            raise stop
     run.writer.write_summary(run.recorder.final_summary())
     remove_checkpoint(run.writer.directory)
     return run.writer.directory
+
+
+class QuorumError(RuntimeError):
+    """`max-failed-rounds` rounds in a row kept the model: the run stops (non-zero), resumable."""
+
+    def __init__(self, run: Run, result: RoundResult, rounds: int) -> None:
+        health, clients = result.health, run.recorder.clients
+        missing = [clients[c] for c in range(len(clients)) if c not in health.trained]
+        super().__init__(
+            f"{rounds} round(s) in a row (max-failed-rounds {run.config.max_failed_rounds}) had fewer usable "
+            f"training updates than min-clients {health.quorum} and kept the model; in round {result.server_round} "
+            f"{len(health.trained)} of {len(clients)} clients gave one, missing: {', '.join(missing)}. The run "
+            f"stops; its checkpoint after round {result.server_round} is kept: continue with "
+            f"resume=\"{run.writer.directory}\" once the clients are back"
+        )
 
 
 def start_run(run: Run, started: datetime) -> int:

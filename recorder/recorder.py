@@ -126,13 +126,18 @@ class Recorder:
         eta = elapsed / self.rounds_timed * (self.total_rounds - result.server_round)
         gaps = " ".join(f"{a} {self.summary_row.get(f'mean_sp_gap_{a}', float('nan')):.4f}" for a in ATTRIBUTES)
         h = result.health
-        kept = " | no usable update: previous model kept" if h.model_kept else ""
+        kept = ""
+        if h.model_kept:
+            usable = f"{len(h.trained)} usable update(s) < min-clients {h.quorum}" if h.trained else "no usable update"
+            kept = f" | {usable}: previous model kept"
+        refused = f" refused {h.refused_nodes}" if h.refused_nodes else ""
         log(
             INFO,
-            "round %3d/%d | pooled acc %.4f | mean SP gap %s | failed %d rejected %d eval-failed %d%s | %.1f s "
+            "round %3d/%d | pooled acc %.4f | mean SP gap %s | failed %d rejected %d eval-failed %d%s%s | %.1f s "
             "| elapsed %s, ETA %s",
             result.server_round, self.total_rounds, self.summary_row.get("pooled_accuracy", float("nan")), gaps,
-            h.failed_clients, h.rejected_updates, h.failed_evaluations, kept, seconds, clock(elapsed), clock(eta),
+            h.failed_clients, h.rejected_updates, h.failed_evaluations, refused, kept, seconds, clock(elapsed),
+            clock(eta),
         )
         self.round_started = time.perf_counter()
 

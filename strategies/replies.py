@@ -84,7 +84,11 @@ def usable_replies(
     health: RoundHealth,
     check: Callable[[MetricRecord], str | None] | None = None,
 ) -> list[tuple[Update, Message]]:
-    """`usable_updates` with each update's reply message (for strategies that aggregate messages)."""
+    """`usable_updates` with each update's reply message (for strategies that aggregate messages).
+
+    Fewer usable updates than `health.quorum` (min-clients) count as none: the round keeps the
+    previous model (`health.model_kept`), whatever the strategy, so no aggregate is applied.
+    """
     replies = list(replies)
     usable = []
     for message in replies:
@@ -97,7 +101,13 @@ def usable_replies(
             health.rejected_updates += 1
             log(WARNING, "%s", err)
     health.failed_clients += len(clients) - sum(not m.has_error() for m in replies)
-    return sorted(usable, key=lambda pair: pair[0].client_index)
+    usable.sort(key=lambda pair: pair[0].client_index)
+    health.trained = tuple(update.client_index for update, _ in usable)
+    health.model_kept = len(usable) < health.quorum
+    if usable and health.model_kept:
+        log(WARNING, "%d usable update(s), fewer than min-clients %d: none is aggregated", len(usable), health.quorum)
+        return []
+    return usable
 
 
 def read_update(

@@ -28,7 +28,7 @@ BASE = {"states": "AL,CA", "data-source": "synthetic", "synthetic-rows": 200, "n
 CHOICES = {"task": list(TASKS), "strategy": [*STRATEGIES, *FLOWER_NAMES], "data-source": DATA_SOURCES, "fair-attribute": list(ATTRIBUTES),
            "fair-metric": FAIR_METRICS, "maml-variant": MAML_VARIANTS, "fail-mode": FAIL_MODES, "linkage": LINKAGES}
 INT_MINIMUM = {"num-server-rounds": 1, "local-epochs": 1, "batch-size": 1, "seed": 0, "synthetic-rows": 0, "k": 1,
-               "warmup-rounds": 0, "adapt-steps": 0}
+               "warmup-rounds": 0, "adapt-steps": 0, "max-failed-rounds": 1}
 NEGATIVE = st.floats(max_value=-math.ulp(0.0), allow_nan=False)
 FLOAT_OUT_OF_RANGE = {
     "lr": st.floats(max_value=0.0, allow_nan=False),
@@ -38,6 +38,11 @@ FLOAT_OUT_OF_RANGE = {
     "lambda": NEGATIVE,
     "distance-threshold": NEGATIVE,
     "fail-prob": st.one_of(NEGATIVE, st.floats(min_value=1.0, exclude_min=True, allow_nan=False)),
+    "round-timeout": st.floats(max_value=0.0, allow_nan=False),
+    # BASE has 2 clients: no count above that, no fraction of 0 or less, no whole count that is not whole
+    "min-clients": st.one_of(st.floats(max_value=0.0, allow_nan=False), st.integers(min_value=3),
+                             st.floats(min_value=1.0, allow_nan=False, allow_infinity=False)
+                             .filter(lambda v: not v.is_integer() or v > 2)),
 }
 STATE_LISTS = ("states", "synthetic-reversed", "fail-states")
 
@@ -70,6 +75,12 @@ INVALID = {
     **{key: bad_state_list() for key in STATE_LISTS},
     "synthetic-reversed": st.one_of(bad_state_list(), st.just("WY")),  # WY: outside the run's states
     "fail-states": st.one_of(bad_state_list(), st.just("WY")),
+    "node-states": st.one_of(
+        not_text,
+        st.sampled_from(["CA", "12=CA,12=AL", "x=CA", "12=", "=CA", "-3=CA", f"{2**64}=CA", "12:CA"]),
+        code.filter(lambda c: c.upper() not in FOLKTABLES_STATES).map(lambda c: f"12={c}"),  # unknown state
+        st.just("12=WY"),  # outside the run's states
+    ),
     "data-path": not_text,
     "data-dir": not_text,
     "resume": st.one_of(not_text, st.text(string.ascii_letters, min_size=1, max_size=8)),  # relative

@@ -1,5 +1,6 @@
 """The run config: defaults from pyproject, typed parsing and one clear message per bad value."""
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -80,3 +81,33 @@ def test_default_results_dir_names_time_strategy_and_task(tmp_path):
 def test_a_run_from_before_a_key_existed_resumes_with_its_default():
     before = {k: v for k, v in RunConfig().to_dict().items() if k != "clients-per-state"}
     assert resume_conflicts(before, RunConfig().to_dict()) == []
+
+
+def test_every_config_key_is_documented_in_the_readme_table():
+    readme = (PYPROJECT.parent / "README.md").read_text()
+    section = readme[readme.index("## Config keys"):readme.index("## Many clients")]
+    documented = {key for cell in re.findall(r"^\| ((?:`[a-z0-9-]+`(?:, )?)+) \|", section, re.M)
+                  for key in re.findall(r"`([a-z0-9-]+)`", cell)}
+    assert documented == set(valid_keys())
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"min-clients": 0}, "config key 'min-clients' must be a whole number of clients >= 1 or a fraction in (0, 1), got 0"),
+    ({"min-clients": 2.5}, "config key 'min-clients' must be a whole number of clients >= 1 or a fraction in (0, 1), got 2.5"),
+    ({"max-failed-rounds": 0}, "config key 'max-failed-rounds' must be >= 1, got 0"),
+    ({"round-timeout": 0}, "config key 'round-timeout' must be > 0, got 0"),
+    ({"node-states": "12=XX"}, "config key 'node-states' binds nodes to unknown state code(s) XX; valid: AK, AL"),
+    ({"node-states": "12:CA"}, "config key 'node-states' must list NODE_ID=STATE pairs separated by commas"),
+    ({"node-states": "12=CA,12=WY"}, "config key 'node-states' binds node 12 twice"),
+])
+def test_participation_keys_are_validated_before_training(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert expected in str(err.value)
+
+
+def test_the_operational_keys_may_change_on_resume():
+    before = RunConfig().to_dict()
+    after = {**before, "round-timeout": 30.0, "max-failed-rounds": 9, "node-states": "1=CA", "num-server-rounds": 40}
+    assert resume_conflicts(before, after) == []
+    assert resume_conflicts(before, {**before, "min-clients": 2.0}) == ["min-clients"]
