@@ -5,7 +5,7 @@
 #   ./run.sh run [--run-config '...']   setup, then one experiment through `flwr run`
 #   ./run.sh deploy [--run-config '...'] the same on Flower's deployment engine (SuperLink + SuperNodes)
 #   ./run.sh compare [--run-config '...'] every strategy with the study's settings, then the
-#                                       per-state comparison against FedAvg
+#                                       per-state comparison against FedAvg (and local)
 #   ./run.sh study [--strategies '...'] [--seeds N|0,1,2] [--lambdas 0.5,1] [--run-config '...'] [--grid FILE] --out DIR
 #                                       strategies x seeds (resumable), summary with bootstrap CIs, report
 # FAIRFL_NO_REPORT=1 skips the end-of-run report (compare writes one for all its runs).

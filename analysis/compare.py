@@ -1,7 +1,9 @@
-"""Per-state change of accuracy and group-fairness gaps of a strategy relative to FedAvg.
+"""Per-state change of accuracy and group-fairness gaps of a strategy relative to FedAvg and local.
 
 Headline means can hide that personalization helps some states and hurts others, so every state
-is compared on its own and the states that gain and lose are counted.
+is compared on its own and the states that gain and lose are counted. FedAvg (one shared model)
+is one reference point; a `local` run (no federation at all), when given, is the other, and every
+other run, FedAvg included, is compared against it too.
 `python -m analysis.compare FEDAVG_DIR OTHER_DIR [OTHER_DIR ...] [--out FILE.csv] [--round N]`.
 """
 
@@ -30,11 +32,30 @@ QUANTITIES: tuple[tuple[str, str], ...] = (
     ("", "accuracy"),
     *((attribute, gap) for attribute in ATTRIBUTES for gap in GAPS),
 )
-COMPARE_COLUMNS = ["strategy", "state", "attribute", "metric", "fedavg", "other", "delta", "outcome"]
+BASELINES = ("fedavg", "local")  # the reference points every other strategy is compared against
 OUTCOMES = ("gain", "loss", "tie", "undefined")
 TIE_TOLERANCE = 1e-12  # values from the same counts are equal; only summation noise is ignored
 NOT_SETTINGS = ("seed", "results-dir")  # config keys that do not define a configuration
 SHORT = {"sp_gap": "SP", "eo_gap": "EO", "eodds_gap": "EOdds"}
+
+
+def compare_columns(baseline: str) -> list[str]:
+    """The columns of a comparison; the baseline's values are in a column named after it."""
+    return ["strategy", "state", "attribute", "metric", baseline, "other", "delta", "outcome"]
+
+
+COMPARE_COLUMNS = compare_columns("fedavg")
+
+
+def baseline_path(path: Path, baseline: str) -> Path:
+    """`path` for fedavg, whose files keep the names they had before local was a baseline; else the
+    same name with `_vs_local` before the extension."""
+    return path if baseline == "fedavg" else path.with_name(f"{path.stem}_vs_{baseline}{path.suffix}")
+
+
+def title_suffix(baseline: str) -> str:
+    """'' for fedavg, whose titles stay as they were; else ' against local'."""
+    return "" if baseline == "fedavg" else f" against {baseline}"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -209,32 +230,39 @@ def outcomes(metric: pd.Series, delta: pd.Series) -> pd.Series:
     return pd.Series(outcome, index=delta.index, dtype=object)
 
 
-def compare_runs(fedavg: RunResults, other: RunResults, round: int | None = None,
+def compare_runs(base: RunResults, other: RunResults, round: int | None = None,
                  label: str | None = None) -> pd.DataFrame:
-    """Per state, accuracy and gaps of `other` minus those of FedAvg (COMPARE_COLUMNS).
+    """Per state, accuracy and gaps of `other` minus those of a baseline run, fedavg or local.
 
-    `round` defaults to the last round both runs reached; the round used is in `.attrs["round"]`.
+    Columns: compare_columns(base.strategy). `round` defaults to the last round both runs reached;
+    the round used is in `.attrs["round"]`.
     """
-    if fedavg.strategy != "fedavg":
-        raise ValueError(f"{fedavg.path} is a {fedavg.strategy} run, not fedavg")
-    problems = data_differences(fedavg, other)
+    if base.strategy not in BASELINES:
+        raise ValueError(f"{base.path} is a {base.strategy} run, not {' or '.join(BASELINES)}")
+    problems = data_differences(base, other)
     if problems:
         raise ValueError("runs are not comparable: " + "; ".join(problems))
     if round is None:
-        round = min(fedavg.final_round, other.final_round)
-    for run in (fedavg, other):
+        round = min(base.final_round, other.final_round)
+    for run in (base, other):
         if round not in run.rounds:
             raise ValueError(f"round {round} is not in {run.path} (rounds {run.rounds[0]}-{run.final_round})")
-    base, new = fedavg.state_values(round), other.state_values(round)
-    frame = base.rename(columns={"value": "fedavg"}).merge(
-        new.rename(columns={"value": "other"}), on=["state", "attribute", "metric"]
+    baseline = base.strategy
+    frame = base.state_values(round).rename(columns={"value": baseline}).merge(
+        other.state_values(round).rename(columns={"value": "other"}), on=["state", "attribute", "metric"]
     )
     frame.insert(0, "strategy", label or other.strategy)
-    frame["delta"] = frame["other"] - frame["fedavg"]
+    frame["delta"] = frame["other"] - frame[baseline]
     frame["outcome"] = outcomes(frame["metric"], frame["delta"])
-    frame = frame[COMPARE_COLUMNS]
+    frame = frame[compare_columns(baseline)]
     frame.attrs["round"] = round
     return frame
+
+
+def compare_against(base: RunResults, runs: Sequence[RunResults], labels: Sequence[str],
+                    round: int | None = None) -> list[pd.DataFrame]:
+    """compare_runs of every run but the baseline itself, in the order given, under its label."""
+    return [compare_runs(base, run, round, label) for run, label in zip(runs, labels, strict=True) if run is not base]
 
 
 def gain_loss_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -283,7 +311,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 
 def per_state_markdown(frame: pd.DataFrame) -> str:
-    """One row per state of one strategy: Δ of every quantity (other - fedavg)."""
+    """One row per state of one strategy: Δ of every quantity (other - baseline)."""
     delta = frame.set_index(["state", "attribute", "metric"])["delta"]
     header = ["state", *(f"Δ {quantity_name(a, m)}" for a, m in QUANTITIES)]
     rows = [
@@ -303,11 +331,47 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def comparison_markdown(base: RunResults, frames: Sequence[pd.DataFrame], compared: Sequence[RunResults]) -> str:
+    """The comparison against one baseline: the runs compared, gain/loss counts, per-state tables."""
+    against = title_suffix(base.strategy)
+    lines = [f"# Change relative to {base.strategy} ({base.path}), other - {base.strategy}\n"]
+    lines += [f"- {frame['strategy'].iloc[0]}: {other.path}, round {frame.attrs['round']} "
+              f"(runs end at rounds {base.final_round} and {other.final_round})"
+              for frame, other in zip(frames, compared, strict=True)]
+    lines += [f"\n## States gaining and losing{against} (gain = higher accuracy or smaller gap)\n",
+              summary_markdown(gain_loss_summary(pd.concat(frames, ignore_index=True)))]
+    for frame in frames:
+        lines += [f"\n## {frame['strategy'].iloc[0]}: per state{against}\n", per_state_markdown(frame)]
+    return "\n".join(lines)
+
+
+def _baselines(parser: OneLineErrorParser, runs: Sequence[RunResults]) -> list[RunResults]:
+    """The runs to compare against: the one fedavg run, then the local run if there is one.
+
+    Any other number of them, or runs on different data, is a usage error.
+    """
+    fedavgs = [r for r in runs if r.strategy == "fedavg"]
+    if len(fedavgs) != 1:
+        found = ", ".join(str(r.path) for r in fedavgs) or "none"
+        parser.error(f"need exactly one fedavg run (config.json strategy) to compare against; found {found}")
+    if len(runs) == 1:
+        parser.error("no run of another strategy to compare with fedavg")
+    locals_ = [r for r in runs if r.strategy == "local"]
+    if len(locals_) > 1:
+        parser.error("need at most one local run (config.json strategy) to compare against; found "
+                     + ", ".join(str(r.path) for r in locals_))
+    problems = [p for other in runs if other is not fedavgs[0] for p in data_differences(fedavgs[0], other)]
+    if problems:
+        parser.error("runs are not comparable: " + "; ".join(problems))
+    return [*fedavgs, *locals_]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineErrorParser(prog="python -m analysis.compare", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RESULTS_DIR",
-                        help="results directories of one seed and data set, one of them fedavg")
-    parser.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the tidy table here")
+                        help="results directories of one seed and data set, one of them fedavg, at most one local")
+    parser.add_argument("--out", type=Path, metavar="FILE.csv",
+                        help="also write the tidy table here (against local: FILE_vs_local.csv)")
     parser.add_argument("--round", type=int, metavar="N", help="round to compare (default: the final one)")
     args = parser.parse_args(argv)
     if args.round is not None and args.round < 1:
@@ -318,38 +382,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [RunResults.load(path) for path in args.runs]
     except ResultsError as error:
         parser.error(str(error))
-    fedavgs = [r for r in runs if r.strategy == "fedavg"]
-    others = [r for r in runs if r.strategy != "fedavg"]
-    if len(fedavgs) != 1:
-        found = ", ".join(str(r.path) for r in fedavgs) or "none"
-        parser.error(f"need exactly one fedavg run (config.json strategy) to compare against; found {found}")
-    if not others:
-        parser.error("no run of another strategy to compare with fedavg")
-    (fedavg,) = fedavgs
-    problems = [p for other in others for p in data_differences(fedavg, other)]
-    if problems:
-        parser.error("runs are not comparable: " + "; ".join(problems))
+    bases = _baselines(parser, runs)
+    labels = run_labels(runs)
     try:
-        frames = [
-            compare_runs(fedavg, other, args.round, label)
-            for other, label in zip(others, run_labels(others), strict=True)
-        ]
+        frames = [compare_against(base, runs, labels, args.round) for base in bases]
     except ValueError as error:
         parser.error(str(error))
-    table = pd.concat(frames, ignore_index=True)
-    if args.out is not None:
-        _write_csv(table, args.out)
-    print(f"# Change relative to fedavg ({fedavg.path}), other - fedavg\n")
-    for frame, other in zip(frames, others, strict=True):
-        print(f"- {frame['strategy'].iloc[0]}: {other.path}, round {frame.attrs['round']} "
-              f"(runs end at rounds {fedavg.final_round} and {other.final_round})")
-    print("\n## States gaining and losing (gain = higher accuracy or smaller gap)\n")
-    print(summary_markdown(gain_loss_summary(table)))
-    for frame in frames:
-        print(f"\n## {frame['strategy'].iloc[0]}: per state\n")
-        print(per_state_markdown(frame))
-    if args.out is not None:
-        print(f"wrote {args.out}", file=sys.stderr)  # stdout stays pure Markdown (run.sh tees it)
+    outs = [] if args.out is None else [baseline_path(args.out, base.strategy) for base in bases]
+    for out, base_frames in zip(outs, frames):  # nothing to write without --out
+        _write_csv(pd.concat(base_frames, ignore_index=True), out)
+    print("\n\n".join(comparison_markdown(base, base_frames, [r for r in runs if r is not base])
+                      for base, base_frames in zip(bases, frames, strict=True)))
+    for out in outs:
+        print(f"wrote {out}", file=sys.stderr)  # stdout stays pure Markdown (run.sh tees it)
     return 0
 
 

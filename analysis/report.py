@@ -1,4 +1,5 @@
-"""Study report: learning curves, per-state accuracy and fairness, tile maps, comparison with FedAvg.
+"""Study report: learning curves, per-state accuracy and fairness, tile maps, comparison with FedAvg
+(and with local training when it is among the runs).
 
 Runs that differ only in their seed are one configuration; its numbers are means over seeds with
 percentile-bootstrap 95% intervals, so a single lucky seed cannot pass for an effect. Every sentence
@@ -28,7 +29,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.compare import (
+    BASELINES,
     RunResults,
+    baseline_path,
     compare_runs,
     data_differences,
     fmt,
@@ -38,6 +41,7 @@ from analysis.compare import (
     quantity_name,
     run_labels,
     summary_markdown,
+    title_suffix,
 )
 from analysis.gaussian import OneLineErrorParser
 from recorder.files import ResultsError
@@ -51,6 +55,7 @@ LEVEL = 0.95
 DPI = 120
 COLORS = colormaps["tab10"].colors
 STATE_GAPS = ("sp_gap", "eo_gap")  # per-state tables show these two; comparison.csv has all
+BASELINE_TITLES = {"fedavg": "FedAvg", "local": "local training"}
 CURVES = (  # (state row, attribute, metric, title)
     ("ALL", "", "accuracy", "pooled accuracy"),
     *(("MEAN", a, "sp_gap", f"mean SP gap ({a})") for a in ATTRIBUTES),
@@ -365,17 +370,18 @@ def gap_map_section(configs: list[Configuration], out: Path) -> str:
     return "\n\n".join(parts)
 
 
-def compare_configurations(fedavg: Configuration, other: Configuration) -> pd.DataFrame | None:
-    """Per-state deltas other - fedavg averaged over the seeds both have (None if none is shared).
+def compare_configurations(base: Configuration, other: Configuration) -> pd.DataFrame | None:
+    """Per-state deltas other - base averaged over the seeds both have (None if none is shared).
 
-    Adds delta_low, delta_high and seeds; the outcome is that of the mean delta.
+    The baseline (fedavg or local) names its column, as in compare_runs; adds delta_low, delta_high
+    and seeds; the outcome is that of the mean delta.
     """
-    pairs = [(f, o) for f in fedavg.runs for o in other.runs if f.seed == o.seed]
+    pairs = [(b, o) for b in base.runs for o in other.runs if b.seed == o.seed]
     if not pairs:
         return None
-    deltas = pd.concat([compare_runs(f, o, label=other.label) for f, o in pairs], ignore_index=True)
+    deltas = pd.concat([compare_runs(b, o, label=other.label) for b, o in pairs], ignore_index=True)
     keys = ["strategy", "state", "attribute", "metric"]
-    means = deltas.groupby(keys, sort=False)[["fedavg", "other"]].mean().reset_index()
+    means = deltas.groupby(keys, sort=False)[[base.strategy, "other"]].mean().reset_index()
     ci = ci_table(deltas.rename(columns={"delta": "value"}), keys)
     frame = means.merge(ci, on=keys)
     frame = frame.rename(columns={"mean": "delta", "low": "delta_low", "high": "delta_high"})
@@ -383,10 +389,10 @@ def compare_configurations(fedavg: Configuration, other: Configuration) -> pd.Da
     return frame
 
 
-def _fedavg_for(configs: list[Configuration], other: Configuration) -> Configuration | None:
-    """The first FedAvg configuration on the same task, data and states as `other`."""
+def _baseline_for(configs: list[Configuration], other: Configuration, baseline: str) -> Configuration | None:
+    """The first `baseline` configuration on the same task, data and states as `other`."""
     for config in configs:
-        if config.strategy == "fedavg" and not data_differences(config.runs[0], other.runs[0], seed=False):
+        if config.strategy == baseline and not data_differences(config.runs[0], other.runs[0], seed=False):
             return config
     return None
 
@@ -412,39 +418,49 @@ def _delta_table(part: pd.DataFrame) -> str:
     return markdown_table(["state", *(f"Δ {quantity_name(a, m)}" for a, m in quantities)], rows)
 
 
-def comparison_section(configs: list[Configuration], out: Path) -> str:
+def _baseline_section(configs: list[Configuration], out: Path, baseline: str) -> str:
+    """Every other configuration against `baseline` ('' when none has a `baseline` configuration)."""
     frames, skipped = [], []
-    for other in (c for c in configs if c.strategy != "fedavg"):
-        fedavg = _fedavg_for(configs, other)
-        frame = None if fedavg is None else compare_configurations(fedavg, other)
+    for other in (c for c in configs if c.strategy != baseline):
+        base = _baseline_for(configs, other, baseline)
+        frame = None if base is None else compare_configurations(base, other)
         if frame is not None:
             frames.append(frame)
-        elif fedavg is not None:
+        elif base is not None:
             skipped.append(other.label)
     if not frames and not skipped:
         return ""
-    parts = ["## Per-state change relative to FedAvg (other - fedavg, final round)"]
+    title, against = BASELINE_TITLES[baseline], title_suffix(baseline)
+    parts = [f"## Per-state change relative to {title} (other - {baseline}, final round)"]
     if skipped:
-        parts.append(f"No FedAvg run shares a seed with {', '.join(skipped)}; not compared.")
+        parts.append(f"No {title} run shares a seed with {', '.join(skipped)}; not compared.")
     if not frames:
         return "\n\n".join(parts)
     table = pd.concat(frames, ignore_index=True)
-    table.to_csv(out / "comparison.csv", index=False, lineterminator="\n")
+    csv = baseline_path(out / "comparison.csv", baseline)
+    table.to_csv(csv, index=False, lineterminator="\n")
     summary = gain_loss_summary(table)
     parts += ["Gain = higher accuracy or smaller gap; with several seeds, by the mean Δ over paired seeds. "
-              "All rows: `comparison.csv`.", summary_markdown(summary)]
+              f"All rows: `{csv.name}`.", summary_markdown(summary)]
     parts += [_gain_sentence(s, part) for s, part in summary.groupby("strategy", sort=False)]
     for attribute in ATTRIBUTES:
         rows = table[(table["attribute"] == attribute) & (table["metric"] == "sp_gap")]
         top = max(_finite(rows["delta"].abs().tolist()), default=0.0) or 1.0
         panels = [(f"{s}: Δ SP gap ({attribute})", dict(zip(p["state"], p["delta"], strict=True)))
                   for s, p in rows.groupby("strategy", sort=False)]
-        name = _map_figure(panels, out, f"delta_sp_gap_map_{attribute}.png", "RdBu_r", Normalize(-top, top),
-                           f"Δ SP gap ({attribute}); red: larger than fedavg", lambda v: f"{v:+.3f}")
-        parts.append(f"![Change of the SP gap ({attribute}) relative to fedavg]({name})")
+        name = _map_figure(panels, out, baseline_path(out / f"delta_sp_gap_map_{attribute}.png", baseline).name,
+                           "RdBu_r", Normalize(-top, top), f"Δ SP gap ({attribute}); red: larger than {baseline}",
+                           lambda v: f"{v:+.3f}")
+        parts.append(f"![Change of the SP gap ({attribute}) relative to {baseline}]({name})")
     for strategy, part in table.groupby("strategy", sort=False):
-        parts += [f"### {strategy}: Δ per state", _delta_table(part)]
+        parts += [f"### {strategy}: Δ per state{against}", _delta_table(part)]
     return "\n\n".join(parts)
+
+
+def comparison_section(configs: list[Configuration], out: Path) -> str:
+    """The comparison against FedAvg, then, when local training was run, against it."""
+    sections = (_baseline_section(configs, out, baseline) for baseline in BASELINES)
+    return "\n\n".join(section for section in sections if section)
 
 
 def group_sizes(config: Configuration) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from analysis.compare import GAPS, QUANTITIES, RunResults, data_differences
+from analysis.compare import BASELINES, GAPS, QUANTITIES, RunResults, data_differences
 from analysis.gaussian import ThresholdModel, evaluate
 from analysis.gaussian_tables import GROUP_RATES, PS, SCENARIOS, SIGMA, THETA_SQUARE
 from analysis.regions import DIVISION, REGION, client_state
@@ -44,7 +44,6 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
 )
 SUMMARY_COLUMNS = ["strategy", "config", "round", "level", "metric", "attribute", "mean", "ci_low", "ci_high",
                    "n_seeds"]
-BASELINES = ("fedavg", "local")
 ALPHA = 0.05  # family-wise error rate of the Holm-corrected tests
 VAL_FILE = "val_metrics.csv"
 # The paper's published Gaussian table (equal label rates): group rates -> ASPD(theta*), ASPD(theta_FA)

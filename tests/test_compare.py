@@ -1,4 +1,4 @@
-"""Specification of the per-state comparison of a strategy against FedAvg."""
+"""Specification of the per-state comparison of a strategy against FedAvg and against local."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.compare import COMPARE_COLUMNS, ResultsError, RunResults, compare_runs, gain_loss_summary, main
+from analysis.compare import (
+    COMPARE_COLUMNS,
+    ResultsError,
+    RunResults,
+    compare_columns,
+    compare_runs,
+    gain_loss_summary,
+    main,
+)
 from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS
 from core.tasks import ATTRIBUTES
 
@@ -17,6 +25,7 @@ NAN = math.nan
 # state -> (accuracy, sp_gap sex, sp_gap race) at the final round (2); other gaps are 0.1 everywhere.
 FEDAVG = {"AA": (0.70, 0.20, 0.30), "BB": (0.80, 0.10, 0.30), "CC": (0.60, NAN, 0.30)}
 IFCA = {"AA": (0.75, 0.10, 0.25), "BB": (0.80, 0.30, 0.30), "CC": (0.55, 0.20, 0.40)}
+LOCAL = {"AA": (0.72, 0.15, 0.30), "BB": (0.85, 0.10, 0.20), "CC": (0.60, 0.25, NAN)}
 
 
 def write_run(path: Path, strategy: str, values: dict[str, tuple[float, float, float]],
@@ -90,6 +99,74 @@ def test_cli_writes_the_tidy_csv_and_prints_markdown(pair, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| ifca | SP gap (sex) | 1 | 1 | 0 | 1 | 3 | +0.050 |" in printed
     assert "| AA | +0.050 | -0.100 |" in printed
+
+
+@pytest.fixture
+def trio(pair, tmp_path):
+    return (*pair, write_run(tmp_path / "local", "local", LOCAL))
+
+
+def test_deltas_against_local_are_other_minus_local_in_a_local_column(trio):
+    fedavg, ifca, local = (RunResults.load(p) for p in trio)
+    frame = compare_runs(local, ifca)
+    assert list(frame.columns) == compare_columns("local")
+    by = frame.set_index(["state", "attribute", "metric"])
+    assert by.loc[("AA", "", "accuracy"), ["local", "other"]].tolist() == [0.72, 0.75]
+    assert by.loc[("AA", "", "accuracy"), "delta"] == pytest.approx(0.03)
+    assert by.loc[("BB", "sex", "sp_gap"), "delta"] == pytest.approx(0.20)
+    assert by["outcome"][("AA", "", "accuracy")] == "gain"
+    assert by["outcome"][("BB", "sex", "sp_gap")] == "loss"
+    assert by["outcome"][("CC", "race", "sp_gap")] == "undefined"  # local's gap is undefined
+    fedavg_frame = compare_runs(local, fedavg).set_index(["state", "attribute", "metric"])
+    assert fedavg_frame.loc[("CC", "", "accuracy"), ["delta", "outcome"]].tolist() == [0.0, "tie"]
+
+
+def test_cli_with_a_local_run_also_writes_every_other_run_against_local(trio, tmp_path):
+    out = tmp_path / "comparison.csv"
+    assert main([*map(str, trio), "--out", str(out)]) == 0
+    table = pd.read_csv(tmp_path / "comparison_vs_local.csv", keep_default_na=False,
+                        na_values={"delta": [""]})
+    assert list(table.columns) == compare_columns("local")
+    assert pd.unique(table["strategy"]).tolist() == ["fedavg", "ifca"]  # local is not compared with itself
+    by = table.set_index(["strategy", "state", "attribute", "metric"])
+    assert by.loc[("fedavg", "AA", "", "accuracy"), "delta"] == pytest.approx(-0.02)
+    assert by.loc[("ifca", "CC", "sex", "sp_gap"), "delta"] == pytest.approx(-0.05)
+    assert by.loc[("ifca", "CC", "sex", "sp_gap"), "outcome"] == "gain"
+
+
+def test_cli_keeps_the_fedavg_comparison_and_adds_local_as_one_more_strategy(pair, trio, tmp_path):
+    assert main([*map(str, pair), "--out", str(tmp_path / "without.csv")]) == 0
+    assert main([*map(str, trio), "--out", str(tmp_path / "with.csv")]) == 0
+    without, with_local = ((tmp_path / name).read_text().splitlines() for name in ("without.csv", "with.csv"))
+    assert with_local[:len(without)] == without
+    assert {line.split(",")[0] for line in with_local[len(without):]} == {"local"}
+
+
+def test_cli_prints_a_second_summary_against_local(trio, capsys):
+    assert main(list(map(str, trio))) == 0
+    printed = capsys.readouterr().out
+    fedavg_part, local_part = printed.split("\n\n# Change relative to local (")
+    assert "## States gaining and losing (gain = higher accuracy or smaller gap)" in fedavg_part
+    assert "## States gaining and losing against local (gain = higher accuracy or smaller gap)" in local_part
+    assert "| ifca | accuracy | 1 | 2 | 0 | 0 | 3 | -0.023 |" in local_part
+    assert "| fedavg | accuracy | 0 | 2 | 1 | 0 | 3 | -0.023 |" in local_part
+    assert "## fedavg: per state against local" in local_part
+    assert "| local |" not in local_part
+
+
+def test_cli_without_a_local_run_writes_and_prints_nothing_against_local(pair, tmp_path, capsys):
+    assert main([*map(str, pair), "--out", str(tmp_path / "comparison.csv")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["comparison.csv"]
+    printed = capsys.readouterr().out
+    assert printed.count("# Change relative to") == 1 and "against local" not in printed
+
+
+def test_cli_refuses_two_local_runs(trio, tmp_path, capsys):
+    second = write_run(tmp_path / "local2", "local", LOCAL)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*map(str, trio), str(second)])
+    assert exit_info.value.code == 2
+    assert "need at most one local run" in capsys.readouterr().err
 
 
 def test_cli_refuses_runs_without_a_fedavg_run(tmp_path, capsys):

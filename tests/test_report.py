@@ -158,6 +158,22 @@ def test_comparison_sentence_counts_the_states_where_the_gap_shrinks(report, run
     assert f"ifca lowers the SP gap (sex) in {lower} of {len(SIZES)} states" in text
 
 
+def test_a_local_run_adds_a_comparison_of_every_other_configuration_against_it(runs, tmp_path):
+    local = write_run(tmp_path / "local0", "local", 0)
+    out = tmp_path / "out"
+    assert main([*map(str, runs.values()), str(local), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "comparison_vs_local.csv", keep_default_na=False, na_values={"delta": [""]})
+    assert pd.unique(table["strategy"]).tolist() == ["fedavg", "ifca"]
+    wy = table[(table["strategy"] == "ifca") & (table["state"] == "WY") & (table["metric"] == "accuracy")]
+    expected = final_values(runs["ifca0"], "WY", "", "accuracy") - final_values(local, "WY", "", "accuracy")
+    assert wy["delta"].item() == pytest.approx(expected)
+    text = (out / "report.md").read_text()
+    headings = ["## Per-state change relative to FedAvg", "## Per-state change relative to local training",
+                "### fedavg: Δ per state against local", "## Per-state results"]
+    positions = [text.index(heading) for heading in headings]
+    assert positions == sorted(positions)
+
+
 def test_bootstrap_interval_contains_the_mean_and_collapses_with_one_seed():
     mean, low, high = bootstrap_ci([0.1, 0.3, 0.2, 0.5])
     assert mean == pytest.approx(0.275)
