@@ -34,20 +34,20 @@ from typing import Any
 from flwr.app import MetricRecord, RecordDict
 
 from clients.job import ClientJob, ClientReply
-from clients.local import TRAIN, ditto_personal_step, evaluate_local, train_local
+from clients.local import TRAIN, ditto_personal_step, train_local
 from core.params import Params, copy_params, from_record
 from core.settings import at_least
-from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, Evaluation, evaluate_type, evaluation_to_metrics, metrics_to_evaluation, train_type
+from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, Evaluation, evaluate_type, train_type
 from strategies.aggregation import weighted_average
 from strategies.algorithm import Algorithm, Payload, ServerSetup, StrategySpec
 from strategies.local import keep_or_replace, personal_arrays, personal_from_arrays
 from strategies.replies import Update
+from strategies.two_models import evaluate_both, read_both
 
 NAME = "ditto"
 TRAIN_MESSAGE = train_type(NAME)
 EVALUATE_MESSAGE = evaluate_type(NAME)
 GLOBAL, PERSONAL = "global.", "personal."  # array key prefixes of the two models in one message
-GLOBAL_METRICS = "global."  # metric prefix of the global model's evaluation (recorder: global_*)
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,7 @@ def evaluate_ditto(job: ClientJob, content: RecordDict) -> ClientReply:
     job.raise_if("evaluate-error")
     global_model = from_record(content["arrays"], GLOBAL)
     personal = from_record(content["arrays"], PERSONAL)
-    metrics: dict[str, Any] = {EXAMPLES_KEY: len(job.data.test)}
-    for prefix, split in job.evaluation_splits():
-        metrics.update(evaluation_to_metrics(evaluate_local(personal, split, job.index), prefix))
-        metrics.update(evaluation_to_metrics(evaluate_local(global_model, split, job.index), prefix + GLOBAL_METRICS))
-    return ClientReply(metrics)
+    return evaluate_both(job, personal, global_model)
 
 
 class Ditto(Algorithm):
@@ -122,8 +118,7 @@ class Ditto(Algorithm):
         self.personal = keep_or_replace(self.personal, own)
 
     def read_evaluation(self, metrics: MetricRecord, prefix: str = "") -> dict[str, Evaluation]:
-        return {"deployed": metrics_to_evaluation(metrics, prefix),
-                "global": metrics_to_evaluation(metrics, prefix + GLOBAL_METRICS)}
+        return read_both(metrics, prefix)
 
     def state(self) -> tuple[Params, dict[str, Any]]:
         arrays = {GLOBAL + k: v for k, v in self.model.items()}

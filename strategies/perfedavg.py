@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from flwr.app import MetricRecord, RecordDict
 
 from clients.job import ClientJob, ClientReply
-from clients.local import ADAPT, TRAIN, adapt_local, evaluate_local, meta_train_local
+from clients.local import ADAPT, TRAIN, adapt_local, meta_train_local
 from core.params import from_record
 from core.settings import at_least, choice
-from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, Evaluation, evaluate_type, evaluation_to_metrics, metrics_to_evaluation, train_type
+from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, Evaluation, evaluate_type, train_type
 from strategies.algorithm import StrategySpec
 from strategies.fedavg import FedAvg
+from strategies.two_models import evaluate_both, read_both
 
 NAME = "perfedavg"
 TRAIN_MESSAGE = train_type(NAME)
 EVALUATE_MESSAGE = evaluate_type(NAME)
-GLOBAL_PREFIX = "global."
 MAML_VARIANTS = ("first-order", "hessian-free")
 
 
@@ -66,11 +66,7 @@ def evaluate_adapted(job: ClientJob, content: RecordDict) -> ClientReply:
     own = config.params
     adapted = adapt_local(global_params, data.train, steps=own.adapt_steps, lr=own.adapt_lr,
                           batch_size=config.batch_size, rng=job.rng(ADAPT))
-    metrics = {EXAMPLES_KEY: len(data.test)}
-    for prefix, split in job.evaluation_splits():
-        metrics.update(evaluation_to_metrics(evaluate_local(adapted, split, job.index), prefix))
-        metrics.update(evaluation_to_metrics(evaluate_local(global_params, split, job.index), prefix + GLOBAL_PREFIX))
-    return ClientReply(metrics)
+    return evaluate_both(job, adapted, global_params)
 
 
 class PerFedAvg(FedAvg):
@@ -80,8 +76,7 @@ class PerFedAvg(FedAvg):
     evaluate_message = EVALUATE_MESSAGE
 
     def read_evaluation(self, metrics: MetricRecord, prefix: str = "") -> dict[str, Evaluation]:
-        return {"deployed": metrics_to_evaluation(metrics, prefix),
-                "global": metrics_to_evaluation(metrics, prefix + GLOBAL_PREFIX)}
+        return read_both(metrics, prefix)
 
 
 SPEC = StrategySpec(

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.live import alive, started_pids
+
 REPO = Path(__file__).resolve().parent.parent
 STATES = ["AL", "CA", "WY"]
 RUN_CONFIG = (f'states="{",".join(STATES)}" data-source="synthetic" synthetic-rows=600 '
@@ -30,21 +32,6 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         pytest.fail(f"deploy timed out after {timeout} s\n{out[-3000:]}\n{err[-3000:]}")
-
-
-def started_pids(stderr: str) -> set[int]:
-    """Every pid the command reported: the SuperLink, the SuperNodes and all it stopped."""
-    pids = {int(p) for p in re.findall(r": pid (\d+), port", stderr)}
-    for line in re.findall(r"^stopped pids ([\d ]*\d)", stderr, re.M):
-        pids |= {int(p) for p in line.split()}
-    return pids
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
