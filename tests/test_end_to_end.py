@@ -82,8 +82,12 @@ def test_console_shows_one_line_per_round(fedavg_run):
 
 
 def test_superlink_is_stopped_after_the_run(fedavg_run):
-    procs = subprocess.run(["pgrep", "-f", "fairfl-flwr-.*/local-superlink"], capture_output=True, text=True)
+    """Only this run's SuperLink (under its own FLWR_HOME) is looked for: other runs may share the machine."""
+    _, proc = fedavg_run
+    home = re.search(r"(/tmp/fairfl-flwr-\w+)/apps/", proc.stdout + proc.stderr).group(1)
+    procs = subprocess.run(["pgrep", "-f", f"{home}/local-superlink"], capture_output=True, text=True)
     assert procs.stdout.strip() == ""
+    assert not Path(home).exists()
 
 
 def test_bad_config_fails_before_training_with_one_message(tmp_path):
