@@ -138,4 +138,5 @@ SPEC = StrategySpec(
     settings=DittoSettings,
     handlers={TRAIN_MESSAGE: train_ditto, EVALUATE_MESSAGE: evaluate_ditto},
     study={"lr": 0.001, "local-epochs": 10},
+    personalized=True,
 )
