@@ -22,6 +22,13 @@ STARTUP_S = 600.0  # until a federation answers or a round is logged
 RUN_S = 1500.0  # until a started command exits
 
 
+def default_sigint() -> None:
+    """SIGINT as a terminal's foreground job has it. A suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and bash can neither trap nor reset a signal
+    ignored at its start, so run.sh's Ctrl-C handling would go untested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Live:
     """A command started in its own session (so a test can Ctrl-C its whole process group),
     with stdout and stderr in files and a marker in its environment that every process it
@@ -33,7 +40,7 @@ class Live:
         self.marker = uuid.uuid4().hex
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                         start_new_session=True,
+                                         start_new_session=True, preexec_fn=default_sigint,
                                          env={**os.environ, "FAIRFL_TEST_MARKER": self.marker, **(env or {})})
 
     @property
