@@ -40,7 +40,7 @@ from core.settings import at_least
 from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, Evaluation, evaluate_type, train_type
 from strategies.aggregation import weighted_average
 from strategies.algorithm import Algorithm, Payload, ServerSetup, StrategySpec
-from strategies.local import keep_or_replace, personal_arrays, personal_from_arrays
+from strategies.local import keep_or_replace, one_model, personal_arrays, personal_from_arrays
 from strategies.replies import Update
 from strategies.two_models import evaluate_both, read_both
 
@@ -63,11 +63,6 @@ class DittoSettings:
 def both_models(global_model: Params, personal: Params) -> Params:
     """The two models in one flat dict, under their prefixes."""
     return {**{GLOBAL + k: v for k, v in global_model.items()}, **{PERSONAL + k: v for k, v in personal.items()}}
-
-
-def one_model(arrays: Params, prefix: str) -> Params:
-    """The model stored under `prefix` in a flat dict of both."""
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def train_ditto(job: ClientJob, content: RecordDict) -> ClientReply:

@@ -44,13 +44,14 @@ def personal_arrays(personal: Mapping[int, Params], clients: Sequence[str], pref
             for c, model in sorted(personal.items()) for key, value in model.items()}
 
 
+def one_model(arrays: Params, prefix: str) -> Params:
+    """The model stored under `prefix` in a flat dict of several, the prefix stripped."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def personal_from_arrays(arrays: Params, clients: Sequence[str], prefix: str = "") -> dict[int, Params]:
     """The inverse of `personal_arrays`."""
-    out = {}
-    for c, label in enumerate(clients):
-        head = f"{prefix}{client_prefix(label)}"
-        out[c] = {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
-    return out
+    return {c: one_model(arrays, f"{prefix}{client_prefix(label)}") for c, label in enumerate(clients)}
 
 
 class Local(Algorithm):
