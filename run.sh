@@ -67,7 +67,7 @@ teardown() {
     while kill -0 "$CHILD" 2>/dev/null; do wait "$CHILD" 2>/dev/null || true; done
   fi
   if [[ -n "${FLWR_HOME:-}" && -d "$FLWR_HOME" ]]; then
-    "$PY" -m fl_app.processes stop --match "$FLWR_HOME/" || true
+    "$PY" -m fl_app.processes stop --match "$FLWR_HOME/" --env "FLWR_HOME=$FLWR_HOME" || true
     rm -rf "$FLWR_HOME"
   fi
   exit "${STOP_CODE:-$code}"

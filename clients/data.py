@@ -18,12 +18,14 @@ records sampled per state, the predecessor's "1000_2000_2000" (`partition_indice
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
 
+from clients import code_cache
 from clients.kernels import SparseSplit, sparse_from_tables
 from clients.shards import ClientId, shard_positions
 from clients.sources import Source, state_records
@@ -307,12 +309,47 @@ def state_codes(
     source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = (),
     encoding: str = "grouped", train_rows: int = 0, test_rows: int = 0, val_rows: int = 0,
 ) -> StateCodes:
-    """A state's compact data, read and built once per process."""
+    """A state's compact data, read and built once per process, and once per machine through the
+    on-disk cache (clients/code_cache.py) while its source file and the builders are unchanged."""
+    identity = {"source": [source.kind, source.path], "task": task_name, "encoding": encoding, "state": state,
+                "seed": seed, "synthetic-rows": synthetic_rows, "reversed": list(reversed_states),
+                "partition": [train_rows, test_rows, val_rows]}
+    data_file = code_cache.source_file(source.kind, source.path, state)
+    stored = code_cache.lookup(identity, data_file)
+    if stored is not None:
+        return codes_from_arrays(stored)
     task = task_for(task_name, encoding)
     frame = state_records(source, task, state, seed, synthetic_rows, reversed_states)
     if frame.empty:
         raise ValueError(f"state {state} has no records in source {source.kind} {source.path}")
-    return build_state_codes(task, frame, seed, train_rows, test_rows, val_rows)
+    codes = build_state_codes(task, frame, seed, train_rows, test_rows, val_rows)
+    code_cache.store(identity, data_file, codes_to_arrays(codes))
+    return codes
+
+
+def codes_to_arrays(codes: StateCodes) -> dict[str, np.ndarray]:
+    """`codes` as named arrays (the cache's file format; `codes_from_arrays` inverts it exactly)."""
+    meta = {"state": codes.state, "seed": codes.seed, "standardize": codes.standardize, "tables": len(codes.tables),
+            "groups": list(codes.train.groups)}
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    arrays.update({f"table{i}": t for i, t in enumerate(codes.tables)})
+    for split in SPLITS:
+        part: CompactSplit = getattr(codes, split)
+        arrays.update({f"{split}.rows{i}": r for i, r in enumerate(part.rows)})
+        arrays[f"{split}.y"] = part.y
+        arrays.update({f"{split}.group.{a}": g for a, g in part.groups.items()})
+    return arrays
+
+
+def codes_from_arrays(arrays: dict[str, np.ndarray]) -> StateCodes:
+    meta = json.loads(arrays["meta"].tobytes())
+    parts = {
+        split: CompactSplit(tuple(arrays[f"{split}.rows{i}"] for i in range(meta["tables"])), arrays[f"{split}.y"],
+                            {a: arrays[f"{split}.group.{a}"] for a in meta["groups"]})
+        for split in SPLITS
+    }
+    tables = tuple(arrays[f"table{i}"] for i in range(meta["tables"]))
+    return StateCodes(meta["state"], meta["seed"], tables, **parts, standardize=meta["standardize"])
 
 
 def state_data(

@@ -44,7 +44,7 @@ from clients.shards import client_ids
 from clients.sources import resolve_source
 from core.tasks import TASKS
 from fl_app.config import parse_config
-from fl_app.processes import STOP_GRACE_S, stop_tree, summary
+from fl_app.processes import STOP_GRACE_S, stop_tree, summary, with_env
 from fl_app.run_status import parse_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -397,14 +397,17 @@ class Federation:
         """SIGTERM everything started, and all they started; SIGKILL what is left after the grace.
 
         Also stops what left a service's session (a SuperExec orphaned by a killed SuperNode),
-        and with `own_tree` any other process this one started (fl_app/processes.py).
+        any process that still has a service's FLWR_HOME in its environment, and with `own_tree`
+        any other process this one started (fl_app/processes.py).
         """
         self.stopping.set()
         if self.supervisor is not None:
             self.supervisor.join()
         started = time.monotonic()
         sessions = {s.proc.pid for s in self.services}
-        names = stop_tree(sessions | ({os.getpid()} if self.own_tree else set()), sessions, STOP_GRACE_S)
+        homes = {f"FLWR_HOME={home}" for home in [self.cli_home, *(s.home for s in self.services)]}
+        names = stop_tree(sessions | ({os.getpid()} if self.own_tree else set()), sessions, STOP_GRACE_S,
+                          lambda: with_env(homes))
         print(summary(names, time.monotonic() - started), file=sys.stderr, flush=True)
         return sorted(names)
 

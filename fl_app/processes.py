@@ -1,9 +1,12 @@
 """Stop process trees by pid: what `./run.sh` and `python -m fl_app.deploy` started, and all those started.
 
-`python -m fl_app.processes stop [--match TEXT] [PID ...]` stops each PID (and every process
-whose command line contains TEXT, e.g. a temp FLWR_HOME path) with everything below it: its
-descendants, and the members of its process group and session, which keeps what a killed
-parent orphaned (Flower starts SuperExec and Ray in sessions of their own, below the SuperLink).
+`python -m fl_app.processes stop [--match TEXT] [--env NAME=VALUE] [PID ...]` stops each PID
+(and every process whose command line contains TEXT, e.g. a temp FLWR_HOME path, or whose
+environment has the variable NAME=VALUE) with everything below it: its descendants, and the
+members of its process group and session, which keeps what a killed parent orphaned (Flower
+starts SuperExec and Ray in sessions of their own, below the SuperLink). Matches are looked for
+again while stopping: Ray starts agents in sessions of their own, and one started while its
+parent was being stopped is an orphan no tree reaches, but it still has the run's FLWR_HOME.
 The ServerApp's process is SIGKILLed first (so it records no round from clients being stopped),
 then SIGTERM, SIGKILL after the grace; it re-scans, so a process started meanwhile is stopped
 too, and it ignores SIGINT/SIGTERM itself, so a second Ctrl-C does not cut a teardown short.
@@ -17,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 STOP_GRACE_S = 10.0
@@ -74,6 +78,30 @@ def matching(text: str) -> set[int]:
     return alive(found - {os.getpid()})
 
 
+def with_env(entries: set[str]) -> set[int]:
+    """Live processes whose environment has one of the variables `entries` ("NAME=VALUE"): never
+    this one nor its ancestors (the run.sh that calls it has the same environment)."""
+    if not entries:
+        return set()
+    wanted, found = {e.encode() for e in entries}, set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if wanted & set(environ.read_bytes().split(b"\0")):
+                found.add(int(environ.parent.name))
+        except (OSError, ValueError):
+            continue
+    return alive(found - ancestry())
+
+
+def ancestry() -> set[int]:
+    """This process and its ancestors."""
+    table, pid, line = processes(), os.getpid(), set()
+    while pid > 1 and pid not in line:
+        line.add(pid)
+        pid = table.get(pid, (0,))[0]
+    return line
+
+
 def alive(pids: set[int]) -> set[int]:
     table = processes()
     return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
@@ -108,9 +136,12 @@ def reap() -> None:
             return
 
 
-def stop_tree(roots: set[int], sessions: set[int] = frozenset(), grace_s: float = STOP_GRACE_S) -> dict[int, str]:
+def stop_tree(roots: set[int], sessions: set[int] = frozenset(), grace_s: float = STOP_GRACE_S,
+              rescan: Callable[[], set[int]] = set) -> dict[int, str]:
     """SIGTERM every member of the trees (see `members`), SIGKILL what is left after `grace_s`;
     returns pid -> program of every process stopped. This process itself is never signalled.
+    `rescan` gives more roots, looked for again at every pass (processes matched by name or
+    environment that may appear while the others stop).
 
     A ServerApp process (`SERVER_APPS`) is SIGKILLed first, before anything else is signalled:
     stopping its clients first would let it record a round in which they all failed. Killed,
@@ -119,6 +150,7 @@ def stop_tree(roots: set[int], sessions: set[int] = frozenset(), grace_s: float 
     started = time.monotonic()
     me = os.getpid()
     names: dict[int, str] = {}
+    roots = set(roots) | rescan()
     servers = {pid: name(pid) for pid in members(roots, set(sessions)) - {me}}
     servers = {pid: program for pid, program in servers.items() if program in SERVER_APPS}
     for pid in servers:
@@ -128,6 +160,7 @@ def stop_tree(roots: set[int], sessions: set[int] = frozenset(), grace_s: float 
         time.sleep(POLL_S / 4)
         reap()
     while True:
+        roots |= rescan()
         for pid in members(roots, set(sessions)) - {me} - set(names):
             names[pid] = name(pid)
             send(pid, signal.SIGTERM)
@@ -164,13 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["stop"])
     parser.add_argument("pids", type=int, nargs="*", help="roots of the trees to stop")
     parser.add_argument("--match", action="append", default=[], help="also every process whose command line has this")
+    parser.add_argument("--env", action="append", default=[],
+                        help="also every process whose environment has this NAME=VALUE")
     parser.add_argument("--grace", type=float, default=STOP_GRACE_S, help="seconds between SIGTERM and SIGKILL")
     args = parser.parse_args(argv)
-    roots = set(args.pids)
-    for text in args.match:
-        roots |= matching(text)
+    def matched() -> set[int]:
+        found = set()
+        for text in args.match:
+            found |= matching(text)
+        return found | with_env(set(args.env))
+
+    roots = set(args.pids) | matched()
     started = time.monotonic()
-    names = stop_tree(roots, roots, args.grace)
+    names = stop_tree(roots, roots, args.grace, matched)
     if names:
         print(summary(names, time.monotonic() - started), file=sys.stderr, flush=True)
     return 0

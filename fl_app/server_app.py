@@ -1,4 +1,5 @@
-"""ServerApp: hand the run config to `run_federation` (validate, build the strategy, run, summarise)."""
+"""ServerApp: hand the run config to `run_federation` (validate, build the strategy, run, summarise),
+over a grid that looks for replies every 0.1 s (strategies/polling.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl_app.setup import run_federation
+from strategies.polling import PollingGrid
 
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run_federation(grid, context.run_config, Path.cwd())
+    run_federation(PollingGrid(grid), context.run_config, Path.cwd())

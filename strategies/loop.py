@@ -23,6 +23,7 @@ from logging import ERROR, WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
@@ -33,6 +34,7 @@ from core.rounds import RoundHealth, RoundResult
 from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY, SIZES_KEY
 from strategies.algorithm import Algorithm, Payload
 
+EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)  # the SuperLink's TTL replies
 DEFAULT_TIMEOUT_S = 600.0  # `round-timeout`'s default: the longest wait for one exchange's replies
 
 
@@ -164,11 +166,14 @@ class Exchange:
 
         A node that let an exchange time out is sent nothing more this round: a Flower 1.42
         SuperNode handles one message at a time, so it is still busy with the one it did not answer.
+        A pull just past the message's TTL gives the SuperLink's "expired" error reply instead of
+        nothing; that is a timeout too.
         """
         outgoing = [m for m in messages if m.metadata.dst_node_id in self.node_client
                     and m.metadata.dst_node_id not in self.silent]
         received = list(self.grid.send_and_receive(outgoing, timeout=self.timeout_s)) if outgoing else []
-        answered = {m.metadata.reply_to_message_id for m in received}
+        answered = {m.metadata.reply_to_message_id for m in received
+                    if not (m.has_error() and m.error.code in EXPIRED)}
         self.silent |= {m.metadata.dst_node_id for m in outgoing if m.metadata.message_id not in answered}
         replies = []
         for reply in received:

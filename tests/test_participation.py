@@ -314,6 +314,16 @@ class WYSilentInRound2(ScriptedGrid):
         return super().answer(message)
 
 
+class WYExpiredInRound2(WYSilentInRound2):
+    """The same, as the deployment engine's SuperLink reports it when pulled just past the TTL."""
+
+    def answer(self, message):
+        reply = super().answer(message)
+        if reply is None:
+            return Message(Error(code=ErrorCode.MESSAGE_UNAVAILABLE, reason="expired"), reply_to=message)
+        return reply
+
+
 def test_round_timeout_bounds_every_exchange_and_expires_its_messages(tmp_path):
     grids = []
 
@@ -326,10 +336,11 @@ def test_round_timeout_bounds_every_exchange_and_expires_its_messages(tmp_path):
     assert set(grids[0].timeouts) == {7.5} and {m.metadata.ttl for m in grids[0].sent} == {7.5}
 
 
-def test_a_node_that_timed_out_is_sent_nothing_more_that_round_and_asked_again_the_next(tmp_path):
+@pytest.mark.parametrize("silence", [WYSilentInRound2, WYExpiredInRound2], ids=["no reply", "expired reply"])
+def test_a_node_that_timed_out_is_sent_nothing_more_that_round_and_asked_again_the_next(silence, tmp_path):
     grids = []
 
-    class Recorded(WYSilentInRound2):
+    class Recorded(silence):
         def __init__(self, run_config, num_nodes):
             super().__init__(run_config, num_nodes)
             grids.append(self)
