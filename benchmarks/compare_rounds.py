@@ -28,11 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.round import DEFAULT_DATA, loadavg
+from benchmarks.round import DEFAULT_DATA, ROUND_SECONDS, loadavg
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = re.compile(r"\[([\w:-]+)\] \d+ clients, \d+ rounds")
-ROUND_LINE = re.compile(r"round\s+(\d+)/\d+ \|.*\| ([\d.]+) s \|")
 FINISHED = re.compile(r"^results: ")
 REPORT = re.compile(r"^report: (\S+)")
 DEFAULT_STRATEGIES = "fedavg perfedavg ifca fair-ifca"
@@ -57,7 +56,7 @@ def per_strategy(lines: list[tuple[float, str]]) -> dict[str, dict]:
         if (header := HEADER.search(text)) is not None:
             current = header.group(1)
             runs[current] = {"startup_s": round(stamp - run_start, 1), "rounds_s": []}
-        elif current is not None and (found := ROUND_LINE.search(text)) is not None:
+        elif current is not None and (found := ROUND_SECONDS.search(text)) is not None:
             runs[current]["rounds_s"].append(float(found.group(2)))
         elif current is not None and FINISHED.search(text):
             runs[current]["run_s"] = round(stamp - run_start, 1)

@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.round import loadavg
+from benchmarks.round import ROUND_SECONDS, loadavg
 
 REPO = Path(__file__).resolve().parent.parent
-ROUND_LINE = re.compile(r"round\s+(\d+)/\d+ \|.*\| ([\d.]+) s \|")
 RUN_CONFIG = 'states="AL,CA,WY" data-source="synthetic" local-epochs=1 num-server-rounds={rounds} results-dir="{results}"'
 DEFAULT_BASELINE = "10fa880"  # main before the polling grid and the on-disk data cache
 
@@ -49,7 +48,7 @@ def deploy(tree: Path, rounds: int, scratch: Path) -> dict:
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"deploy from {tree} exited {proc.returncode}\n{proc.stderr[-3000:]}")
-    rounds_s = {int(m.group(1)): float(m.group(2)) for m in ROUND_LINE.finditer(proc.stdout)}
+    rounds_s = {int(m.group(1)): float(m.group(2)) for m in ROUND_SECONDS.finditer(proc.stdout)}
     return {"rounds_s": [rounds_s[r] for r in sorted(rounds_s)], "wall_s": round(wall, 1),
             "loadavg": [before, loadavg()]}
 

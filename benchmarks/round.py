@@ -41,6 +41,7 @@ from benchmarks.proctree import Sample, TaggedSampler
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "acs_income_2018_46states.parquet"
 ROUND_LINE = re.compile(r"round\s+(\d+)/\d+ \| pooled acc ([\d.]+) .*\| ([\d.]+) s \|")
+ROUND_SECONDS = re.compile(r"round\s+(\d+)/\d+ \|.*\| ([\d.]+) s \|")  # any strategy's line: round, seconds
 TAG_NAME = "FAIRFL_BENCH_TAG"
 CORES = os.cpu_count() or 1
 

@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 from flwr.common.logger import log
 
-from clients.sources import folktables_file
-
 FORMAT = 1
 REPO = Path(__file__).resolve().parent.parent
 BUILDERS = ("clients/data.py", "clients/sources.py", "clients/synthetic.py", "clients/synthetic_params.json",
@@ -48,15 +46,6 @@ def builders_digest() -> str:
     for package in ("numpy", "pandas"):
         digest.update(f"{package}=={version(package)}".encode())
     return digest.hexdigest()
-
-
-def source_file(kind: str, path: str, state: str) -> Path | None:
-    """The file a state's records are read from; None for synthetic data."""
-    if kind in ("table", "sample"):
-        return Path(path)
-    if kind == "folktables":
-        return folktables_file(Path(path), state)
-    return None
 
 
 def lookup(identity: dict[str, Any], data_file: Path | None) -> dict[str, np.ndarray] | None:

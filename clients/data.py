@@ -28,7 +28,7 @@ import pandas as pd
 from clients import code_cache
 from clients.kernels import SparseSplit, sparse_from_tables
 from clients.shards import ClientId, shard_positions
-from clients.sources import Source, state_records
+from clients.sources import Source, records_file, state_records
 from core.states import fips
 from core.tasks import Task, encode, protected_groups, task_for
 
@@ -314,7 +314,7 @@ def state_codes(
     identity = {"source": [source.kind, source.path], "task": task_name, "encoding": encoding, "state": state,
                 "seed": seed, "synthetic-rows": synthetic_rows, "reversed": list(reversed_states),
                 "partition": [train_rows, test_rows, val_rows]}
-    data_file = code_cache.source_file(source.kind, source.path, state)
+    data_file = records_file(source, state)
     stored = code_cache.lookup(identity, data_file)
     if stored is not None:
         return codes_from_arrays(stored)

@@ -227,6 +227,15 @@ def _folktables_problem(task: Task, raw: pd.DataFrame, state: str) -> pd.DataFra
     return frame
 
 
+def records_file(source: Source, state: str) -> Path | None:
+    """The file `state_records` reads a state's records from; None for synthetic data."""
+    if source.kind in ("table", "sample"):
+        return Path(source.path)
+    if source.kind == "folktables":
+        return folktables_file(Path(source.path), state)
+    return None
+
+
 def state_records(
     source: Source, task: Task, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
 ) -> pd.DataFrame:

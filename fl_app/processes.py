@@ -68,13 +68,7 @@ def members(roots: set[int], sessions: set[int]) -> set[int]:
 
 def matching(text: str) -> set[int]:
     """Live processes whose command line contains `text` (never this one)."""
-    found = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                found.add(int(cmdline.parent.name))
-        except (OSError, ValueError):
-            continue
+    found = _scan("cmdline", lambda raw: text in raw.replace(b"\0", b" ").decode(errors="replace"))
     return alive(found - {os.getpid()})
 
 
@@ -83,14 +77,20 @@ def with_env(entries: set[str]) -> set[int]:
     this one nor its ancestors (the run.sh that calls it has the same environment)."""
     if not entries:
         return set()
-    wanted, found = {e.encode() for e in entries}, set()
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+    wanted = {e.encode() for e in entries}
+    return alive(_scan("environ", lambda raw: bool(wanted & set(raw.split(b"\0")))) - ancestry())
+
+
+def _scan(proc_file: str, test: Callable[[bytes], bool]) -> set[int]:
+    """Pids whose /proc/PID/`proc_file` passes `test` (unreadable ones are skipped)."""
+    found = set()
+    for path in Path("/proc").glob(f"[0-9]*/{proc_file}"):
         try:
-            if wanted & set(environ.read_bytes().split(b"\0")):
-                found.add(int(environ.parent.name))
+            if test(path.read_bytes()):
+                found.add(int(path.parent.name))
         except (OSError, ValueError):
             continue
-    return alive(found - ancestry())
+    return found
 
 
 def ancestry() -> set[int]:
@@ -201,11 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also every process whose environment has this NAME=VALUE")
     parser.add_argument("--grace", type=float, default=STOP_GRACE_S, help="seconds between SIGTERM and SIGKILL")
     args = parser.parse_args(argv)
+
     def matched() -> set[int]:
-        found = set()
-        for text in args.match:
-            found |= matching(text)
-        return found | with_env(set(args.env))
+        return set().union(*(matching(text) for text in args.match)) | with_env(set(args.env))
 
     roots = set(args.pids) | matched()
     started = time.monotonic()
