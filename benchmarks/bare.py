@@ -33,7 +33,7 @@ from core.counts import population_metrics
 from clients.data import StateCodes, StateData, state_codes, state_data
 from clients.local import TRAIN, evaluate_local, local_rng, train_local
 from core.params import Params
-from core.torch_model import init_params
+from core.params import init_params
 from clients.shards import ClientId
 from clients.sources import Source, check_table
 from core.tasks import TASKS

@@ -12,14 +12,24 @@ much of a round's wall time (at load 6 on 2 cores a 10 ms round took 3x its CPU 
 an idle one the two agree. Every method runs in one thread (torch set to 1, BLAS held to 1).
 The first kernel call (compile, or loading numba's on-disk cache) is timed on its own, in wall
 time, before any round.
+
+`--baseline REV` also loads `clients/kernels.py` as it was at git revision REV beside today's
+and times its `train_sgd` in the same interleaved rounds: a before/after in one run (#26 compared
+the CPU-independent kernels with the fast-math ones this way).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -30,7 +40,8 @@ from clients.torch_reference import train_sgd_torch
 from clients.training import train_sgd
 from core.params import Params
 from core.tasks import TASKS, Numeric
-from core.torch_model import init_params, to_torch
+from core.params import init_params
+from core.torch_model import to_torch
 
 ROWS = 20_000
 BATCH = 32
@@ -39,7 +50,7 @@ ROUNDS = 15
 # Epochs per round: short rounds (about 10 ms for the kernels) so that the best of them finds a
 # quiet moment on a shared machine; torch's cannot be shorter than one epoch (about 0.25 s).
 EPOCHS = {
-    "kernel": 4, "numpy": 1, "torch_dataloader": 1, "torch_slices": 1, "meta_first_order": 4, "meta_hessian_free": 4,
+    "kernel": 4, "kernel_baseline": 4, "numpy": 1, "torch_dataloader": 1, "torch_slices": 1, "meta_first_order": 4, "meta_hessian_free": 4,
 }
 LABELS = {
     "kernel": "(a) kernels.train_sgd (numba, sparse)",
@@ -82,11 +93,28 @@ def synthetic_split(task: str, rows: int = ROWS, seed: int = 0) -> kernels.Spars
     return kernels.sparse_from_tables(tables, codes, (rng.random(rows) < 0.4).astype(np.float32))
 
 
-def methods(params: Params, data: kernels.SparseSplit) -> dict[str, Callable[[int], object]]:
+def baseline_kernels(revision: str) -> ModuleType:
+    """clients/kernels.py as it was at `revision`, loaded as its own module beside today's."""
+    repo = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "-C", str(repo), "show", f"{revision}:clients/kernels.py"], capture_output=True,
+                            text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="fairfl-baseline-")) / "baseline_kernels.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_kernels"] = module  # numba finds the module's cache locator by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def methods(params: Params, data: kernels.SparseSplit, baseline: ModuleType | None = None
+            ) -> dict[str, Callable[[int], object]]:
     """Each contender as a function of the number of epochs, all from the same start."""
     rng = np.random.default_rng(0)
     X, y = data.dense(), data.y
-    return {
+    extra = {} if baseline is None else {
+        "kernel_baseline": lambda e: baseline.train_sgd(params, data, lr=LR, epochs=e, batch_size=BATCH, rng=rng)}
+    return {**extra,
         "kernel": lambda e: kernels.train_sgd(params, data, lr=LR, epochs=e, batch_size=BATCH, rng=rng),
         "numpy": lambda e: train_sgd(params, X, y, lr=LR, epochs=e, batch_size=BATCH, rng=rng),
         "torch_dataloader": lambda e: torch_dataloader_epochs(params, X, y, e),
@@ -100,11 +128,11 @@ def methods(params: Params, data: kernels.SparseSplit) -> dict[str, Callable[[in
     }
 
 
-def time_task(task: str) -> tuple[dict[str, float], float]:
+def time_task(task: str, baseline: ModuleType | None = None) -> tuple[dict[str, float], float]:
     """Best-of-rounds microseconds per step (per batch of data, for meta-training) for each
     method on one task's model size, and the seconds of the very first kernel call."""
     data = synthetic_split(task)
-    runs = methods(init_params(data.width, TASKS[task].hidden, seed=0), data)
+    runs = methods(init_params(data.width, TASKS[task].hidden, seed=0), data, baseline)
     start = time.perf_counter()
     runs["kernel"](1)
     first_call = time.perf_counter() - start
@@ -124,7 +152,9 @@ def time_task(task: str) -> tuple[dict[str, float], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--baseline", metavar="REV", help="also time clients/kernels.py of this git revision")
     args = parser.parse_args()
+    baseline = baseline_kernels(args.baseline) if args.baseline else None
 
     torch.set_num_threads(1)
     print(f"torch threads: {torch.get_num_threads()} (set to 1 for fairness); "
@@ -133,7 +163,7 @@ def main() -> None:
     print(f"{'task':<11} {'method':<40} {'us/step':>9} {'samples/s':>12}")
     summary: dict[str, float | int] = {"torch_threads": 1, "rows": ROWS, "batch_size": BATCH}
     for task in TASKS:
-        us, first_call = time_task(task)
+        us, first_call = time_task(task, baseline)
         for name, label in LABELS.items():
             print(f"{task:<11} {label:<40} {us[name]:>9.2f} {BATCH / us[name] * 1e6:>12,.0f}")
             summary[f"us_per_step_{name}_{task}"] = round(us[name], 2)
@@ -149,6 +179,12 @@ def main() -> None:
         summary[f"perfedavg_over_fedavg_first_order_{task}"] = round(meta["first_order"], 3)
         summary[f"perfedavg_over_fedavg_hessian_free_{task}"] = round(meta["hessian_free"], 3)
         summary[f"first_kernel_call_s_{task}"] = round(first_call, 3)
+        if baseline is not None:
+            ratio = us["kernel"] / us["kernel_baseline"]
+            print(f"{task:<11} kernels.train_sgd {us['kernel']:.2f} us/step against {us['kernel_baseline']:.2f} at "
+                  f"{args.baseline}: {ratio:.2f}x its time\n")
+            summary[f"us_per_step_kernel_baseline_{task}"] = round(us["kernel_baseline"], 2)
+            summary[f"kernel_over_baseline_{task}"] = round(ratio, 3)
     if args.json:
         print(json.dumps(summary))
 

@@ -98,6 +98,15 @@ class Standardizer:
         return x
 
 
+def _weighted_row_sum(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """sum_i weights[i] * values[i], row after row: a fixed order on every CPU, where the BLAS
+    matrix-vector product it replaces sums in the order of the host's kernel."""
+    total = np.zeros(values.shape[1])
+    for weight, row in zip(weights, values):
+        total += weight * row
+    return total
+
+
 def fit_standardizer(tables: tuple[np.ndarray, ...], rows: tuple[np.ndarray, ...]) -> Standardizer:
     """Mean and std (ddof 0) of each column of the matrix `rows` expand to, from each table
     weighted by how many records use each of its rows, so nothing is expanded. A column constant
@@ -106,8 +115,8 @@ def fit_standardizer(tables: tuple[np.ndarray, ...], rows: tuple[np.ndarray, ...
     for table, index in zip(tables, rows):
         counts = np.bincount(index, minlength=len(table)).astype(np.float64)
         values = table.astype(np.float64)
-        mean = counts @ values / counts.sum()
-        std = np.sqrt(counts @ (values - mean) ** 2 / counts.sum())
+        mean = _weighted_row_sum(counts, values) / counts.sum()
+        std = np.sqrt(_weighted_row_sum(counts, (values - mean) ** 2) / counts.sum())
         used = values[counts > 0]
         std[used.min(axis=0) == used.max(axis=0)] = 0.0  # exactly, whatever the rounding left
         means.append(mean)

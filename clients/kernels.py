@@ -16,58 +16,17 @@ The kernels keep W1 transposed (width x hidden) so that a code's row is contiguo
 
 from __future__ import annotations
 
-import hashlib
-import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
-# numba caches compiled kernels next to their source by default; the Flower app runs from a
-# packaged copy and site-packages may be read-only, so the cache goes to one writable per-user
-# directory instead (set before numba is imported, which reads it then).
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "fairfl", "numba"))
+import numpy as np
+from numba import uint32, uint64
 
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from functools import cached_property  # noqa: E402
-
-import numpy as np  # noqa: E402
-from numba import config as numba_config  # noqa: E402
-from numba import njit, uint32, uint64  # noqa: E402
-from numba.core.caching import UserProvidedCacheLocator  # noqa: E402
-
-from core.counts import confusion_counts, population_metrics  # noqa: E402
-from core.params import PARAM_KEYS, Params  # noqa: E402
-
-if not numba_config.CACHE_DIR:  # numba was imported before this module set the variable
-    numba_config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
-
-
-class _ContentLocator(UserProvidedCacheLocator):
-    """NUMBA_CACHE_DIR, in a folder named by this file's content instead of its path.
-
-    numba names the folder after the source's directory, and `flwr run` installs the app under
-    a fresh temporary FLWR_HOME every run: each run's actors would compile from scratch (10-30 s
-    each, benchmarks/RESULTS.md) and leave one more folder behind. Equal sources share their compiled code; an
-    edited one gets a folder of its own (numba also checks the source's hash on loading)."""
-
-    @classmethod
-    def get_suitable_cache_subpath(cls, py_file: str) -> str:
-        with open(py_file, "rb") as source:
-            return "fairfl-kernels-" + hashlib.sha256(source.read()).hexdigest()[:16]
-
-
-def _kernel(**options):
-    """`njit(cache=True)` with the cache found by `_ContentLocator` (numba's own locations after
-    it if that directory is unusable); numba picks a function's locator when decorating it."""
-    locators = f"{__name__}._ContentLocator,InTreeCacheLocator,UserWideCacheLocator"
-
-    def decorate(function):
-        saved, numba_config.CACHE_LOCATOR_CLASSES = numba_config.CACHE_LOCATOR_CLASSES, locators
-        try:
-            return njit(cache=True, **options)(function)
-        finally:
-            numba_config.CACHE_LOCATOR_CLASSES = saved
-
-    return decorate
-
+from clients.compiled import kernel
+from clients.fixed_math import exp1, log1p1
+from core.counts import confusion_counts, population_metrics
+from core.params import PARAM_KEYS, Params
 
 FD_DELTA = 1e-3  # finite-difference step of Per-FedAvg's Hessian-vector product (as clients.personalization)
 VARIANTS = ("first-order", "hessian-free")
@@ -188,6 +147,29 @@ def sparse_from_tables(
     )
 
 
+def sparse_from_dense(x: np.ndarray, y: np.ndarray) -> SparseSplit:
+    """A dense input matrix in the kernels' form: each record's nonzeros in column order, padded
+    with one shared all-zero code (a zero input moves nothing). Lets rows standardized with
+    different shifts and scales (centralized's pool of clients) train in the same kernels."""
+    x = np.asarray(x, dtype=np.float32)
+    n, width = x.shape
+    rows, cols = np.nonzero(x)
+    per_row = np.bincount(rows, minlength=n)
+    features = max(int(per_row.max(initial=0)), 1)
+    first = np.concatenate([[0], np.cumsum(per_row)[:-1]]).astype(np.int64)
+    codes = np.zeros((n, features), np.int32)
+    codes[rows, np.arange(len(rows)) - first[rows]] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    return SparseSplit(
+        codes=codes,
+        y=np.ascontiguousarray(y, dtype=np.float32),
+        col=np.concatenate([[0], cols]).astype(np.int32),
+        val=np.concatenate([[0.0], x[rows, cols]]).astype(np.float32),
+        width=width,
+        shift=np.zeros(width, np.float32),
+        scale=np.ones(width, np.float32),
+    )
+
+
 # --- compiled cores ---------------------------------------------------------------------------
 # Arrays are float32 (codes int32, batch orders int64); scalars are cast to float32 inside so
 # the inner loops stay single precision. A gradient is held implicitly, as the batch's rows
@@ -200,13 +182,15 @@ def sparse_from_tables(
 # read from data are cast to unsigned, which drops numba's negative-index handling from the inner
 # loops (a quarter of the forward pass); SparseSplit checks every code and column is in range.
 
-# Reassociation lets the hidden-layer sums vectorize; without nnan/ninf, NaN and inf still
-# propagate as in numpy (a diverged update must reach the server's check as NaN).
-_FAST = {"nsz", "arcp", "contract", "reassoc"}
+# IEEE arithmetic in source order (clients.compiled), so results do not depend on the CPU:
+# loops over hidden units are elementwise and vectorize at any width; the one reduction over
+# them (the output layer) keeps _LANES explicit partial sums, combined in a fixed tree. NaN
+# and inf propagate as in numpy (a diverged update must reach the server's check as NaN).
+_LANES = 8
 _CHUNK = 64  # records per pass when predicting a whole split
 
 
-@_kernel(fastmath=_FAST)
+@kernel
 def _effective_bias(W1T, b1, u, shifted, out):
     """b1 - W1 (shift/scale): the first layer's bias for standardized inputs."""
     h = b1.shape[0]
@@ -219,7 +203,7 @@ def _effective_bias(W1T, b1, u, shifted, out):
                 out[k] -= uj * W1T[j, k]
 
 
-@_kernel(fastmath=_FAST)
+@kernel
 def _forward_rows(W1T, bias, w2, b2, codes, col, sval, order, start, stop, z, logit):
     """Pre-activations z[r] and logits logit[r] of the records order[start + r], r < stop - start:
     bias plus one W1^T row per feature, two features per pass over z[r] (about 15% faster)."""
@@ -238,23 +222,45 @@ def _forward_rows(W1T, bias, w2, b2, codes, col, sval, order, start, stop, z, lo
             j, v = uint32(col[c]), sval[c]
             for k in range(h):
                 z[r, k] += v * W1T[j, k]
-        out = np.float32(0.0)
-        for k in range(h):
-            out += max(z[r, k], np.float32(0.0)) * w2[k]
-        logit[r] = out + b2[0]
+        logit[r] = _output(z, r, w2) + b2[0]
 
 
-@_kernel()
+@kernel
+def _output(z, r, w2):
+    """sum_k relu(z[r, k]) w2[k] as _LANES running sums (lane j takes k = j mod _LANES below the
+    last full group, lane 0 the rest), added pairwise: the same order on every CPU."""
+    h = w2.shape[0]
+    full = h - h % _LANES
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+    zero = np.float32(0.0)
+    for k in range(0, full, _LANES):
+        s0 += max(z[r, k], zero) * w2[k]
+        s1 += max(z[r, k + 1], zero) * w2[k + 1]
+        s2 += max(z[r, k + 2], zero) * w2[k + 2]
+        s3 += max(z[r, k + 3], zero) * w2[k + 3]
+        s4 += max(z[r, k + 4], zero) * w2[k + 4]
+        s5 += max(z[r, k + 5], zero) * w2[k + 5]
+        s6 += max(z[r, k + 6], zero) * w2[k + 6]
+        s7 += max(z[r, k + 7], zero) * w2[k + 7]
+    for k in range(full, h):
+        s0 += max(z[r, k], zero) * w2[k]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@kernel
 def _bce(logit, y, with_loss):
     """Sigmoid and (if asked: log1p is much of the per-record work) BCE-with-logits of one logit,
-    through exp(-|logit|) so that nothing overflows."""
-    e = np.exp(-np.abs(logit))
+    through exp(-|logit|) so that nothing overflows; exp and log1p from clients.fixed_math, in
+    float64 and rounded once to float32, so that no CPU's libm decides a bit."""
+    e64 = exp1(-abs(np.float64(logit)))
+    e = np.float32(e64)
     p = np.float32(1.0) / (np.float32(1.0) + e) if logit >= 0 else e / (np.float32(1.0) + e)
-    loss = max(logit, np.float32(0.0)) + np.log1p(e) - y * logit if with_loss else np.float32(0.0)
-    return loss, p
+    if not with_loss:
+        return np.float32(0.0), p
+    return max(logit, np.float32(0.0)) + np.float32(log1p1(e64)) - y * logit, p
 
 
-@_kernel(fastmath=_FAST)
+@kernel
 def _backprop(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, start, stop, bias, z, g, dz, with_loss):
     """Gradient of the mean BCE on rows perm[start:stop] into (z, g, dz); returns the batch's summed
     loss (0 unless with_loss). g holds the logits until each is turned into its gradient."""
@@ -274,7 +280,7 @@ def _backprop(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, start, sto
     return total
 
 
-@_kernel(fastmath=_FAST)
+@kernel
 def _descend(W1T, b1, w2, b2, coef, codes, col, sval, u, shifted, perm, start, stop, z, g, dz, gb1, gw2):
     """params -= coef * the gradient held in (z, g, dz) for rows perm[start:stop]; gb1, gw2 are scratch."""
     h = b1.shape[0]
@@ -306,7 +312,7 @@ def _descend(W1T, b1, w2, b2, coef, codes, col, sval, u, shifted, perm, start, s
                 W1T[j, k] += s * gb1[k]
 
 
-@_kernel(fastmath=_FAST)
+@kernel
 def _pull(w, anchor, c):
     """w -= c * (w - anchor), elementwise: the proximal term's step."""
     flat, ref = w.reshape(-1), anchor.reshape(-1)
@@ -314,7 +320,7 @@ def _pull(w, anchor, c):
         flat[k] -= c * (flat[k] - ref[k])
 
 
-@_kernel()
+@kernel
 def _sgd_epoch(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, batch_size, max_steps, lr, mu,
                A1T, Ab1, Aw2, Ab2, with_loss):
     """Plain SGD over consecutive batches of perm (at most max_steps of them, < 0: all); returns the
@@ -343,7 +349,7 @@ def _sgd_epoch(W1T, b1, w2, b2, codes, y, col, sval, u, shifted, perm, batch_siz
     return total
 
 
-@_kernel(fastmath=_FAST)
+@kernel
 def _copy_flat(dst, src):
     """dst[...] = src, as one flat loop: numba's slice assignment took 3-5x longer."""
     d, s = dst.reshape(-1), src.reshape(-1)
@@ -351,7 +357,7 @@ def _copy_flat(dst, src):
         d[k] = s[k]
 
 
-@_kernel()
+@kernel
 def _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2):
     _copy_flat(T1T, W1T)
     _copy_flat(tb1, b1)
@@ -359,7 +365,7 @@ def _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2):
     _copy_flat(tb2, b2)
 
 
-@_kernel()
+@kernel
 def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shifted, perm, batch_size,
                 alpha, beta, hessian_free, delta, with_loss):
     """One epoch of Per-FedAvg meta-steps, one per batch of perm, step i taking batches i, i+1
@@ -404,7 +410,7 @@ def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shi
     return total, seen
 
 
-@_kernel()
+@kernel
 def _logits(W1T, b1, w2, b2, codes, col, sval, u, shifted):
     n, h = codes.shape[0], b1.shape[0]
     out, order = np.empty(n, np.float32), np.arange(n)
@@ -416,7 +422,7 @@ def _logits(W1T, b1, w2, b2, codes, col, sval, u, shifted):
     return out
 
 
-@_kernel()
+@kernel
 def _loss_sum(logits, y):
     total = 0.0
     for i in range(logits.shape[0]):

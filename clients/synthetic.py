@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from clients import fixed_math
 from core.states import STATE_FIPS
 
 SURVEY_YEAR = "2018"
@@ -170,8 +172,17 @@ def _draw(rng: np.random.Generator, probs: np.ndarray | Sequence[float], n: int)
     return (u[:, None] >= cum).sum(axis=1)
 
 
+def _logistic(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Standard logistic draws, as numpy's `rng.logistic` makes them (log(u / (1 - u)), u in
+    (0, 1)), with the log from clients.fixed_math: numpy's calls libm's, which differs by CPU."""
+    u = rng.random(n)
+    while (zero := u <= 0.0).any():
+        u[zero] = rng.random(int(zero.sum()))
+    return fixed_math.log(u / (1.0 - u))
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return 1.0 / (1.0 + fixed_math.exp(-x))
 
 
 def _standardise(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -184,7 +195,7 @@ def _standardise(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _intercept(score: np.ndarray, target: float) -> float:
     """The intercept whose expected positive rate on `score` is `target` (bisection)."""
     if score.size == 0:
-        return float(np.log(target / (1.0 - target)))
+        return float(fixed_math.log(target / (1.0 - target)))
     lo, hi = -30.0, 30.0
     for _ in range(50):
         mid = 0.5 * (lo + hi)
@@ -216,8 +227,8 @@ def _schooling(rng: np.random.Generator, age: np.ndarray, race: np.ndarray,
     shift = np.select([race == 1, race == 2, race == 6], [0.2, -0.3, 0.6], -0.5)
     shift = shift - 0.3 * foreign - 0.01 * (age - 40)
     shares = np.cumsum(_ADULT_SCHL_P)[:-1]
-    cuts = np.log(shares / (1 - shares))
-    adult = _ADULT_SCHL[np.searchsorted(cuts, rng.logistic(size=n) + shift)]
+    cuts = fixed_math.log(shares / (1 - shares))
+    adult = _ADULT_SCHL[np.searchsorted(cuts, _logistic(rng, n) + shift)]
     adult = np.where(adult == 0, 1 + _draw(rng, _LOW_SCHL_P, n), adult)
     cap = np.select([age < 20, age < 22, age < 24, age < 26], [19, 20, 21, 22], 24)
     child = np.clip(age - 2 - (rng.random(n) < 0.3), 2, 15)
@@ -301,7 +312,7 @@ def _work(rng: np.random.Generator, d: dict[str, np.ndarray]) -> dict[str, np.nd
     edu_z = (_years(d["SCHL"]) - 13) / 3
     sex_sign = np.where(female, 1.0, -1.0)[:, None]
     occ_logits = 1.2 * _OCC_SKILL * edu_z[:, None] + 0.5 * _OCC_FEMALE * sex_sign
-    group = _draw(rng, _OCC_SHARE * np.exp(occ_logits), n)
+    group = _draw(rng, _OCC_SHARE * fixed_math.exp(occ_logits), n)
     width = (_OCC_EDGES[group + 1] - _OCC_EDGES[group]) // 10
     civil = _OCC_EDGES[group] + 10 * rng.integers(1, width)
     kinds = [military, never_worked, worked_recently]
@@ -327,9 +338,9 @@ def _income(rng: np.random.Generator, p: _Profile, d: dict[str, np.ndarray],
     earner = (age > 16) & worked_year
     k = p.knobs
     score = sign * k.strength * _standardise(merit, earner) - _group_gap(k.sex_gap, k.race_gap, d)
-    latent = _intercept(score[earner], k.income_rate) + score + rng.logistic(size=n)
-    earnings = 50_000 * np.exp(_INCOME_SCALE * latent)
-    transfers = np.exp(rng.normal(np.where(age >= 62, np.log(18_000), np.log(4_000)), 1.0))
+    latent = _intercept(score[earner], k.income_rate) + score + _logistic(rng, n)
+    earnings = 50_000 * fixed_math.exp(_INCOME_SCALE * latent)
+    transfers = fixed_math.exp(rng.normal(np.where(age >= 62, fixed_math.log(18_000), fixed_math.log(4_000)), 1.0))
     no_income = rng.random(n) < np.where(age < 25, 0.5, 0.15)
     pincp = np.select([age < 15, worked_year, no_income], [np.nan, earnings, 0], transfers)
     return np.round(pincp).clip(None, 1_500_000)
@@ -358,7 +369,7 @@ def _state_block(state: str, seed: int, rows: int | None, reverse: bool, knobs: 
     kind = np.where(np.isin(d["RELP"], (16, 17)), "GQ", "HU").tolist()
     d["SERIALNO"] = [f"{SURVEY_YEAR}{k}{fips:02d}{i:05d}" for i, k in enumerate(kind)]
     d["ST"] = np.full(n, fips)
-    d["PWGTP"] = np.exp(rng.normal(np.log(70), 0.6, n)).round().clip(1, 1500)
+    d["PWGTP"] = fixed_math.exp(rng.normal(fixed_math.log(70), 0.6, n)).round().clip(1, 1500)
     frame = pd.DataFrame({c: d[c] for c in COLUMNS})
     ints = [c for c in COLUMNS if c not in BLANKABLE and c != "SERIALNO"]
     return frame.astype({**{c: np.int64 for c in ints}, **{c: np.float64 for c in BLANKABLE}})

@@ -1,10 +1,12 @@
 """Model parameters as both sides hold them: a dict of float32 numpy arrays, and its Flower record.
 
 Parameters travel as plain numpy so that Flower, the strategies and the trainers share one
-representation; `core/torch_model.py` is the reference that fixes their layout and init.
+representation; `core/torch_model.py` is the torch reference of their layout.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
@@ -12,6 +14,25 @@ from flwr.app import Array, ArrayRecord
 Params = dict[str, np.ndarray]
 
 PARAM_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+
+
+INIT_STREAM = 91  # seed word of the initial model's draw; no state's FIPS code (1..78), so no client's stream
+
+
+def init_params(width: int, hidden: int, seed: int) -> Params:
+    """torch's default `nn.Linear` initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every
+    weight and bias, drawn by numpy from (seed, INIT_STREAM).
+
+    Not torch's own draw: its uniform kernel rounds differently on CPUs without AVX2, and
+    results must not depend on the CPU. Here every value is (2u - 1) * bound with u from the
+    generator's integer stream: exact IEEE operations on any machine."""
+    rng = np.random.default_rng([seed, INIT_STREAM])
+    shapes = {"fc1.weight": (hidden, width), "fc1.bias": (hidden,), "fc2.weight": (1, hidden), "fc2.bias": (1,)}
+    fan_in = {"fc1.weight": width, "fc1.bias": width, "fc2.weight": hidden, "fc2.bias": hidden}
+    return {
+        key: ((rng.random(shapes[key]) * 2.0 - 1.0) * (1.0 / math.sqrt(fan_in[key]))).astype(np.float32)
+        for key in PARAM_KEYS
+    }
 
 
 def copy_params(params: Params) -> Params:

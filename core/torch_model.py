@@ -1,7 +1,8 @@
-"""The torch reference of the client model: its layout and its seeded initialisation.
+"""The torch reference of the client model: its layout (`core.params.init_params` draws its
+initialisation without torch).
 
-Only the server (to draw the initial model) and the tests and benchmarks (as the autograd
-reference) import torch; the ClientApp trains with the project's own kernels and never does.
+Only the tests and benchmarks (as the autograd reference) import torch; the ServerApp and the
+ClientApp never do.
 """
 
 from __future__ import annotations
@@ -23,16 +24,6 @@ class TorchMLP(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.relu(self.fc1(x))).squeeze(-1)
-
-
-def init_params(width: int, hidden: int, seed: int) -> Params:
-    """Torch's default Linear init under `torch.manual_seed(seed)`, so runs are reproducible.
-
-    The global torch RNG is forked, so calling this never disturbs other seeded code.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return to_params(TorchMLP(width, hidden))
 
 
 def to_params(model: TorchMLP) -> Params:

@@ -21,7 +21,7 @@ from clients.shards import client_labels
 from clients.sources import Source, resolve_source
 from core.rounds import RoundResult
 from core.tasks import task_for
-from core.torch_model import init_params
+from core.params import init_params
 from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
 from recorder.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint
 from recorder.files import ResultsWriter, git_commit, package_versions

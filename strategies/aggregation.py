@@ -12,8 +12,9 @@ from core.params import Params
 def weighted_average(models: Sequence[Params], weights: Sequence[float]) -> Params:
     """Average parameter dicts key by key, weighted (e.g. by training examples).
 
-    Accumulates in float64 so the result does not depend on summation order beyond rounding
-    to the models' own dtype at the end.
+    Accumulates in float64, model after model in the order given, so the result is the same
+    bytes on every CPU (no BLAS or SIMD reduction decides the order), then rounds to the
+    models' own dtype.
     """
     if not models:
         raise ValueError("weighted_average needs at least one model")
@@ -21,9 +22,10 @@ def weighted_average(models: Sequence[Params], weights: Sequence[float]) -> Para
     if w.shape != (len(models),) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError(f"weights must be {len(models)} non-negative numbers with a positive sum, got {weights!r}")
     w = w / w.sum()
-    return {
-        key: np.einsum("i,i...->...", w, np.stack([m[key] for m in models]).astype(np.float64)).astype(
-            models[0][key].dtype
-        )
-        for key in models[0]
-    }
+    average = {}
+    for key in models[0]:
+        total = np.zeros(np.shape(models[0][key]))
+        for weight, model in zip(w, models):
+            total += weight * np.asarray(model[key], np.float64)
+        average[key] = total.astype(models[0][key].dtype)
+    return average

@@ -3,8 +3,9 @@
 Not a federated algorithm: the ServerApp reads every client's training split itself, with
 the clients' own splits and encoding (`clients.data.state_data`, so under the `paper`
 encoding each client's rows carry that client's standardization, exactly what it trains on
-in the federated runs), concatenates them in client order and trains the MLP with the same
-SGD (the dense numpy trainer: per-client standardization makes the pooled rows dense), `local-epochs` passes over the pool per round. No training message is sent. The clients
+in the federated runs), concatenates them in client order and trains the MLP with the clients' own
+SGD kernels (`clients.kernels.sparse_from_dense`: per-client standardization makes the pooled
+rows dense), `local-epochs` passes over the pool per round. No training message is sent. The clients
 evaluate the model through FedAvg's evaluate handler, so its rows compare with every other
 strategy's state by state. The batch order is drawn from (seed, round) alone.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from clients.data import ClientSplit, Split, state_data
-from clients.training import train_sgd
+from clients.kernels import SparseSplit, sparse_from_dense, train_sgd
 from clients.shards import client_ids
 from core.rounds import RoundHealth
 from core.wire import evaluate_type
@@ -56,15 +57,16 @@ class Centralized(FedAvg):
     """One model on the pooled training data; the clients only evaluate it."""
 
     @cached_property
-    def pooled(self) -> Split:
+    def pooled(self) -> SparseSplit:
         """Read at the first round, not when the run is validated (the pre-flight check builds this too)."""
-        return pooled_split(client_train_splits(self.setup))
+        pool = pooled_split(client_train_splits(self.setup))
+        return sparse_from_dense(pool.x, pool.y)
 
     def train_round(self, server_round: int, exchange: Any, health: RoundHealth) -> None:
         """`local-epochs` SGD passes over the pooled data; no message goes to any client."""
         config = self.config
         pooled = self.pooled
-        self.model, _ = train_sgd(self.model, pooled.x, pooled.y, lr=config.lr, epochs=config.local_epochs,
+        self.model, _ = train_sgd(self.model, pooled, lr=config.lr, epochs=config.local_epochs,
                                   batch_size=config.batch_size, rng=central_rng(config.seed, server_round))
 
 

@@ -11,10 +11,10 @@ from clients.data import Split, state_data
 from clients.local import evaluate_local
 from clients.shards import ClientId
 from clients.sources import Source
-from clients.training import train_sgd
+from clients.kernels import sparse_from_dense, train_sgd
 from core.rounds import RoundHealth
 from core.tasks import task_for
-from core.torch_model import init_params
+from core.params import init_params
 from fl_app.config import parse_config
 from recorder.checkpoint import CHECKPOINT_FILE
 from strategies.algorithm import ServerSetup
@@ -58,7 +58,8 @@ def expected_model(rounds: int) -> dict:
     y = np.concatenate([d.train.y for d in data])
     model = init_params(task.width, task.hidden, 0)
     for r in range(1, rounds + 1):
-        model, _ = train_sgd(model, x, y, lr=0.05, epochs=2, batch_size=16, rng=np.random.default_rng([0, 90, r]))
+        model, _ = train_sgd(model, sparse_from_dense(x, y), lr=0.05, epochs=2, batch_size=16,
+                             rng=np.random.default_rng([0, 90, r]))
     return model
 
 

@@ -5,7 +5,7 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from core.torch_model import init_params
+from core.params import init_params
 from tests.conftest import REAL_RUN_CONFIG, InProcessGrid, run_in_process, run_sh
 from core.params import to_record
 from core.rounds import RoundHealth

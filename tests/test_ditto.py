@@ -13,7 +13,7 @@ from clients.data import ClientSplit
 from clients.local import ditto_personal_step, fault_strikes
 from clients.shards import ClientId
 from clients.sources import Source
-from core.torch_model import init_params
+from core.params import init_params
 from fl_app.config import parse_config
 from strategies.algorithm import ServerSetup
 from strategies.ditto import Ditto, both_models

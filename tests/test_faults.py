@@ -6,7 +6,7 @@ import pytest
 from flwr.app import MetricRecord
 
 from clients.local import UPDATE_FAULTS, corrupt_update, fault_strikes
-from core.torch_model import init_params
+from core.params import init_params
 from clients.shards import ClientId
 from core.states import FOLKTABLES_STATES
 from tests.conftest import run_in_process

@@ -19,7 +19,7 @@ from clients.sources import Source
 from core.params import PARAM_KEYS
 from core.settings import ConfigError
 from core.tasks import task_for
-from core.torch_model import init_params
+from core.params import init_params
 from fl_app.config import parse_config
 from recorder.checkpoint import CHECKPOINT_FILE
 from strategies.algorithm import ServerSetup

@@ -8,7 +8,7 @@ from flwr.serverapp import strategy as flower_strategies
 from flwr.supercore.task_identity import TaskIdentity
 
 from core.params import from_record, to_record
-from core.torch_model import init_params
+from core.params import init_params
 from core.wire import CLIENT_KEY
 from strategies.aggregation import weighted_average
 from strategies.flower import NAMES

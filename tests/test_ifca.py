@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from core.torch_model import init_params
+from core.params import init_params
 from strategies.ifca import aggregate_clusters, choose_cluster, cluster_seeds, perturbed_copies
 
 

@@ -10,9 +10,10 @@ import torch
 
 from core.counts import confusion_counts
 from clients import kernels
+from clients.compiled import ContentLocator
 from clients.data import Split, build_state_codes
 from core.params import PARAM_KEYS
-from core.torch_model import init_params
+from core.params import init_params
 from clients.personalization import adapt as dense_adapt
 from clients.personalization import meta_train as dense_meta_train
 from core.tasks import TASKS, Binned, Numeric, OneHot
@@ -335,6 +336,13 @@ def test_a_batch_size_below_one_is_refused():
         kernels.train_sgd(params_for("income"), sparse, lr=0.1, epochs=1, batch_size=0, rng=np.random.default_rng(0))
 
 
+def test_a_dense_matrix_in_sparse_form_expands_back_to_exactly_itself():
+    x = np.array([[0.0, 1.5, -2.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.25]], np.float32)
+    sparse = kernels.sparse_from_dense(x, np.array([1, 0, 1], np.float32))
+    assert sparse.codes.shape == (3, 2)
+    assert np.array_equal(sparse.dense(), x)
+
+
 def test_compiled_code_is_cached_by_source_content_not_by_path(tmp_path):
     """`flwr run` installs the app under a new directory every run; a copy must find the cache."""
     source = open(kernels.__file__, "rb").read()
@@ -343,6 +351,6 @@ def test_compiled_code_is_cached_by_source_content_not_by_path(tmp_path):
         copy.parent.mkdir()
         copy.write_bytes(source)
     copies[2].write_bytes(source + b"\n# edited\n")
-    folders = [kernels._ContentLocator.get_suitable_cache_subpath(str(copy)) for copy in copies]
+    folders = [ContentLocator.get_suitable_cache_subpath(str(copy)) for copy in copies]
     assert folders[0] == folders[1] != folders[2]
-    assert folders[0] == kernels._ContentLocator.get_suitable_cache_subpath(kernels.__file__)
+    assert folders[0] == ContentLocator.get_suitable_cache_subpath(kernels.__file__)

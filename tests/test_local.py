@@ -9,7 +9,7 @@ from flwr.app import MetricRecord
 from clients.shards import ClientId
 from clients.local import fault_strikes
 from clients.sources import Source
-from core.torch_model import init_params
+from core.params import init_params
 from fl_app.config import parse_config
 from strategies.algorithm import ServerSetup
 from strategies.local import Local, keep_or_replace

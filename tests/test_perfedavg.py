@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from clients.data import Split
-from core.torch_model import init_params
+from core.params import init_params
 from clients.personalization import adapt, meta_batches, meta_train
 from clients.training import batch_slices, gradient, mean_loss, predict_proba
 

@@ -5,7 +5,7 @@ import pytest
 
 from clients.data import StateData, build_state_codes
 from clients.local import evaluate_local, fault_strikes, local_rng
-from core.torch_model import init_params
+from core.params import init_params
 from clients.shards import ClientId, client_labels, shard_positions
 from core.tasks import INCOME
 from fl_app.client_app import client_index
