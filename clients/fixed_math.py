@@ -3,7 +3,7 @@
 numpy picks its exp/log/log1p loops by CPU (AVX-512 machines run other code than AVX2 ones,
 with other last bits), and glibc's libm picks FMA variants of exp and log by CPU too. These
 use only +, -, *, / (each correctly rounded by IEEE 754, no fused multiply-add: see
-`clients.compiled`), floor, frexp and ldexp (exact), in a fixed order, so their results
+`clients.compiled`), floor, frexp and scaling by exact powers of two, in a fixed order, so their results
 depend on the input alone. Accuracy: a few ulp of float64.
 """
 
@@ -24,6 +24,9 @@ _EXP_MAX = 709.782712893384  # above: overflow to inf
 _EXP_MIN = -745.1332191019412  # below: underflow to 0
 # 1/k! for k = 13 down to 0: e**r = sum r^k / k!, truncated below 4e-18 for |r| <= ln2 / 2.
 _EXP_COEF = np.array([1.0 / math.factorial(k) for k in range(13, -1, -1)])
+# 2**k for k = -1074 .. 1023, exact: scaling by a table entry rounds once, as ldexp does, and
+# costs a multiply instead of a libm call.
+_POW2 = np.array([math.ldexp(1.0, k) for k in range(-1074, 1024)])
 # 1/(2k+1) for k = 11 down to 0: log(m) = 2 s sum s^2k / (2k+1), s = (m-1)/(m+1), |s| <= 0.172.
 _LOG_COEF = np.array([1.0 / (2 * k + 1) for k in range(11, -1, -1)])
 
@@ -42,7 +45,12 @@ def exp1(x):
     p = 0.0
     for c in _EXP_COEF:
         p = p * r + c
-    return math.ldexp(p, int(n))
+    k = int(n)
+    if k > 1023:  # x within half a step of the overflow threshold
+        p, k = p * 2.0, k - 1
+    elif k < -1074:
+        p, k = p * 0.5, k + 1
+    return p * _POW2[k + 1074]
 
 
 @kernel
