@@ -7,7 +7,7 @@ import pytest
 
 from clients import make_employment_sample
 from clients.make_employment_sample import main
-from clients.sources import EMPLOYMENT_SAMPLE_PATH, Source, state_records
+from clients.sources import EMPLOYMENT_SAMPLE_PATH, Source, folktables_file, state_records
 from clients.synthetic import write_folktables_fixture
 from core.tasks import EMPLOYMENT, MISSING
 
@@ -70,7 +70,10 @@ def test_the_bundled_sample_is_small_real_two_states_and_its_sidecar_matches_it(
     assert info["positives"] == sample.groupby("STATE")["label"].sum().to_dict() == {"MA": 2523, "WY": 2331}
 
 
-@pytest.mark.skipif(not (make_employment_sample.DEFAULT_PUMS_DIR.is_dir() and make_employment_sample.DEFAULT_TABLE.is_file()),
+SHARED_FILES = (folktables_file(make_employment_sample.DEFAULT_PUMS_DIR, "WY"), make_employment_sample.DEFAULT_TABLE)
+
+
+@pytest.mark.skipif(not all(f.is_file() for f in SHARED_FILES),
                     reason="the shared WY PUMS file and MA employment table are not on this machine")
 def test_the_bundled_sample_is_what_the_script_makes_from_the_shared_files(tmp_path):
     assert main(["--out", str(tmp_path / "s.parquet")]) == 0
