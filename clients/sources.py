@@ -160,17 +160,18 @@ def _folktables_cached(data_dir: Path, states: tuple[str, ...]) -> bool:
 
 def check_folktables(data_dir: Path, states: tuple[str, ...]) -> None:
     """Every state's Census person file must already be in the folktables root: a run never
-    downloads, and folktables would otherwise fail inside each client, mid-run."""
-    for state in states:
-        expected = folktables_file(data_dir, state)
-        if not expected.is_file():
-            others = ", ".join(k for k in SOURCE_KINDS if k not in ("auto", "folktables"))
-            raise DataError(
-                f"data-source 'folktables' needs the {ACS_YEAR} {ACS_HORIZON} PUMS person file of {state}, "
-                f"expected at '{expected}' (data-dir '{data_dir}'), which does not exist; download it with "
-                f"`{DOWNLOAD} --data-dir {data_dir} --states {state}` (needs internet), or pick another "
-                f"data-source: {others}"
-            )
+    downloads, and folktables would otherwise fail inside each client, mid-run. The message names
+    the first missing file and downloads every missing state."""
+    missing = [s for s in states if not folktables_file(data_dir, s).is_file()]
+    if missing:
+        more = f" (and the files of {len(missing) - 1} more state(s))" if len(missing) > 1 else ""
+        others = ", ".join(k for k in SOURCE_KINDS if k not in ("auto", "folktables"))
+        raise DataError(
+            f"data-source 'folktables' needs the {ACS_YEAR} {ACS_HORIZON} PUMS person file of {missing[0]}, "
+            f"expected at '{folktables_file(data_dir, missing[0])}' (data-dir '{data_dir}'), which does not "
+            f"exist{more}; download it with `{DOWNLOAD} --data-dir {data_dir} --states {','.join(missing)}` "
+            f"(needs internet), or pick another data-source: {others}"
+        )
 
 
 def check_sample(path: Path, task: Task) -> tuple[str, ...]:

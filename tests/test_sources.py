@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from clients.sources import EMPLOYMENT_SAMPLE_PATH, SAMPLE_PATH, DataError, check_table, resolve_source, state_records
+from clients.synthetic import write_folktables_fixture
 from core.tasks import EMPLOYMENT, INCOME, MISSING
 
 
@@ -149,6 +150,13 @@ def test_a_missing_folktables_file_names_it_the_download_command_and_the_other_s
     assert f"python -m clients.download_acs --data-dir {tmp_path} --states WY" in str(err.value)
     assert "pick another data-source: table, sample, synthetic" in str(err.value)
     assert list(tmp_path.iterdir()) == [] and network_attempts == []
+
+
+def test_every_missing_folktables_state_is_in_the_download_command(tmp_path):
+    write_folktables_fixture(tmp_path, ["WY"], seed=0, rows_per_state=10)
+    with pytest.raises(DataError, match=r"file of AL, expected at .*psam_p01.csv' .*which does not exist \(and the files "
+                                        r"of 1 more state\(s\)\); download it with .* --states AL,CA`"):
+        resolve_source("folktables", "", str(tmp_path), ("WY", "CA", "AL"), INCOME)
 
 
 def test_auto_prefers_an_existing_table(table, network_attempts):
