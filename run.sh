@@ -95,8 +95,9 @@ run_experiment() {
   cd "$REPO"
   local plan_file="$FLWR_HOME/plan.json"
   run_bg "$PY" -m fl_app.check "${overrides[@]}" > "$plan_file" || exit 2
-  local n results pinned
+  local n results pinned data
   n="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["num_clients"])' "$plan_file")"
+  data="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"])' "$plan_file")"
   results="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results_dir"])' "$plan_file")"
   pinned="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["overrides"])' "$plan_file")"
 
@@ -107,7 +108,7 @@ run_experiment() {
   export PATH="$VENV/bin:$PATH"
 
   local cpus="${FAIRFL_ACTOR_CPUS:-1}"
-  echo "flwr run: $n SuperNodes, results in $results" >&2
+  echo "flwr run: $n SuperNodes, data $data, results in $results" >&2
   local out_file="$FLWR_HOME/run.json" run_id
   run_bg flwr run . --format json "${overrides[@]}" --run-config "$pinned" \
         --federation-config "num-supernodes=$n client-resources-num-cpus=$cpus $fed_extra" > "$out_file" || true

@@ -200,6 +200,7 @@ def header_section(configs: list[Configuration]) -> str:
         for run in config.runs:
             data = run.config["data"]
             source = str(data.get("source", "?")) + (f" `{data['path']}`" if data.get("path") else "")
+            source += f" ({data['label']})" if data.get("label") else ""
             commit = str(run.config.get("git_commit", "?"))[:12]
             rows.append([f"`{run.path}`", config.label, run.task, source, len(run.states), run.final_round,
                          run.seed, commit])

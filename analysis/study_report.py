@@ -94,6 +94,7 @@ def data_description(arm: Arm) -> str:
     run = arm.runs[arm.seeds[0]]
     data = run.config["data"]
     source = str(data.get("source", "?")) + (f" `{data['path']}`" if data.get("path") else "")
+    source += f" ({data['label']})" if data.get("label") else ""
     rows = run.config["config"].get("synthetic-rows")
     extra = f", {rows} rows per state" if data.get("source") == "synthetic" and rows else ""
     return f"{run.task} task, {source}{extra}, {len(run.states)} clients"

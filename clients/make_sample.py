@@ -32,9 +32,10 @@ ZSTD_LEVEL = 19
 LICENSE = "Census PUMS microdata (ACS 2018 1-Year): public-domain US government data"
 
 
-def sample_records(frame: pd.DataFrame, per_state: int, seed: int) -> pd.DataFrame:
+def sample_records(frame: pd.DataFrame, per_state: int, seed: int, columns: tuple[str, ...] = COLUMNS) -> pd.DataFrame:
     """Per state, `per_state` records drawn without replacement from (seed, FIPS code), kept in
-    the table's order; a state with fewer keeps all. Codes become the smallest integer types."""
+    the table's order; a state with fewer keeps all. `columns` are STATE, the task's feature
+    codes and label; codes become the smallest integer types."""
     picks = []
     for state, rows in frame.groupby("STATE", sort=True).indices.items():
         if len(rows) > per_state:
@@ -43,7 +44,7 @@ def sample_records(frame: pd.DataFrame, per_state: int, seed: int) -> pd.DataFra
         picks.append(rows)
     sample = frame.iloc[np.concatenate(picks)].reset_index(drop=True)
     out = pd.DataFrame({"STATE": sample["STATE"].astype(str)})
-    for column in COLUMNS[1:-1]:
+    for column in columns[1:-1]:
         out[column] = pd.to_numeric(sample[column], downcast="integer")
     out["label"] = sample["label"].astype(bool)
     return out

@@ -3,7 +3,8 @@ folktables' ACS files, or synthetic.
 
 The server resolves the source once (`resolve_source`) and sends the result to every client,
 so all clients read the same thing and every output can record what actually ran. Nothing is
-downloaded unless `folktables` is asked for by name: `auto` only looks at local files.
+downloaded by a run: folktables reads its root offline, and a missing Census file stops the run
+before training, naming `python -m clients.download_acs`, the one command that downloads.
 """
 
 from __future__ import annotations
@@ -20,16 +21,22 @@ from folktables import ACSDataSource, acs
 
 from clients.synthetic import synthetic_pums
 from core.states import FOLKTABLES_STATES, STATE_FIPS
-from core.tasks import Task
+from core.tasks import MISSING, Task
 
 ACS_YEAR = "2018"
 ACS_HORIZON = "1-Year"
 TABLE_SUFFIXES = (".parquet", ".csv")
-# The bundled sample, by its absolute path in this checkout: `flwr run` packages no parquet
-# files, so the app's packaged copy lacks it and the pre-flight check pins this path.
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "acs_income_2018_sample.parquet"
-SAMPLE_TASK = "income"
-REBUILD_SAMPLE = "python -m clients.make_sample"
+# The bundled samples, by their absolute paths in this checkout: `flwr run` packages no parquet
+# files, so the app's packaged copy lacks them and the pre-flight check pins the path.
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+SAMPLE_PATH = DATA_DIR / "acs_income_2018_sample.parquet"
+EMPLOYMENT_SAMPLE_PATH = DATA_DIR / "acs_employment_2018_sample.parquet"
+SAMPLES = {"income": SAMPLE_PATH, "employment": EMPLOYMENT_SAMPLE_PATH}
+REBUILD_SAMPLE = {
+    "income": "`python -m clients.make_sample` (needs the shared 46-state table)",
+    "employment": "`python -m clients.make_employment_sample` (needs the shared WY PUMS file and MA table)",
+}
+DOWNLOAD = "python -m clients.download_acs"
 SOURCE_KINDS = ("auto", "table", "sample", "folktables", "synthetic")
 PACKAGED_COPY = (
     "under a bare `flwr run`, whose packaged app copy carries no parquet files, give "
@@ -49,6 +56,12 @@ class Source:
     path: str
     states: tuple[str, ...]
     note: str = ""
+
+    @property
+    def label(self) -> str:
+        """Real or synthetic records, and how many states: what banners, config.json and reports show."""
+        states = f"{len(self.states)} state" + ("" if len(self.states) == 1 else "s")
+        return f"{'synthetic' if self.kind == 'synthetic' else 'real'}, {states}"
 
 
 def default_data_dir() -> Path:
@@ -145,19 +158,29 @@ def _folktables_cached(data_dir: Path, states: tuple[str, ...]) -> bool:
     return all(folktables_file(data_dir, s).is_file() for s in states)
 
 
-def check_sample(path: Path, task: Task) -> tuple[str, ...]:
-    """Check the bundled sample like a table; a missing or broken file says how to rebuild it."""
-    if task.name != SAMPLE_TASK:
-        valid = [k for k in SOURCE_KINDS if k != "sample"]
+def check_folktables(data_dir: Path, states: tuple[str, ...]) -> None:
+    """Every state's Census person file must already be in the folktables root: a run never
+    downloads, and folktables would otherwise fail inside each client, mid-run. The message names
+    the first missing file and downloads every missing state."""
+    missing = [s for s in states if not folktables_file(data_dir, s).is_file()]
+    if missing:
+        more = f" (and the files of {len(missing) - 1} more state(s))" if len(missing) > 1 else ""
+        others = ", ".join(k for k in SOURCE_KINDS if k not in ("auto", "folktables"))
         raise DataError(
-            f"data-source 'sample' has no {task.name} sample: the bundled sample holds ACSIncome records "
-            f"only; valid choices for task '{task.name}': {', '.join(valid)}"
+            f"data-source 'folktables' needs the {ACS_YEAR} {ACS_HORIZON} PUMS person file of {missing[0]}, "
+            f"expected at '{folktables_file(data_dir, missing[0])}' (data-dir '{data_dir}'), which does not "
+            f"exist{more}; download it with `{DOWNLOAD} --data-dir {data_dir} --states {','.join(missing)}` "
+            f"(needs internet), or pick another data-source: {others}"
         )
+
+
+def check_sample(path: Path, task: Task) -> tuple[str, ...]:
+    """Check a bundled sample like a table; a missing or broken file says how to rebuild it."""
     try:
         return check_table(path, task, name="sample file")
     except DataError as err:
         hint = "" if path.is_file() else f"; or, {PACKAGED_COPY}"
-        raise DataError(f"{err}; rebuild it with `{REBUILD_SAMPLE}` (needs the shared 46-state table){hint}") from err
+        raise DataError(f"{err}; rebuild it with {REBUILD_SAMPLE[task.name]}{hint}") from err
 
 
 def _auto_kind(data_path: str, folk_dir: Path, states: tuple[str, ...], task: Task, sample: Path) -> tuple[str, str]:
@@ -167,10 +190,8 @@ def _auto_kind(data_path: str, folk_dir: Path, states: tuple[str, ...], task: Ta
     if _folktables_cached(folk_dir, states or FOLKTABLES_STATES):
         return "folktables", f"auto: folktables cache {folk_dir} holds every state"
     why = f"no data-path, folktables cache {folk_dir} incomplete"
-    if task.name != SAMPLE_TASK:
-        return "synthetic", f"{why}, no {task.name} sample"
     if not sample.is_file():
-        return "synthetic", f"{why}, no sample file {sample} (rebuild it with `{REBUILD_SAMPLE}`; or, {PACKAGED_COPY})"
+        return "synthetic", f"{why}, no sample file {sample} (rebuild it with {REBUILD_SAMPLE[task.name]}; or, {PACKAGED_COPY})"
     lacking = sorted(set(states) - set(check_sample(sample, task)))
     if lacking:
         return "synthetic", f"{why}, the sample lacks state(s) {', '.join(lacking)}"
@@ -178,15 +199,17 @@ def _auto_kind(data_path: str, folk_dir: Path, states: tuple[str, ...], task: Ta
 
 
 def resolve_source(
-    kind: str, data_path: str, data_dir: str, states: tuple[str, ...], task: Task, sample: Path = SAMPLE_PATH
+    kind: str, data_path: str, data_dir: str, states: tuple[str, ...], task: Task, sample: Path | None = None
 ) -> Source:
     """Decide which source runs (resolving `auto`) and which states it serves; fail clearly.
 
-    `auto` takes `table` when data-path is set, else `folktables` when its cache holds every
-    state asked for, else the bundled `sample` (income only, if it holds those states), else
+    `auto` takes `table` when data-path is set, else `folktables` when its root holds every
+    state asked for, else the task's bundled `sample` (if it holds those states), else
     synthetic data with a banner. For `sample`, a data-path names the sample file (the
-    pre-flight check pins the checkout's copy that way); `sample` is the default location.
+    pre-flight check pins the checkout's copy that way); `sample` is the default location,
+    else `SAMPLES[task.name]`.
     """
+    sample = sample or SAMPLES[task.name]
     folk_dir = Path(data_dir) if data_dir else default_data_dir()
     note = ""
     if kind == "auto":
@@ -208,6 +231,7 @@ def resolve_source(
         return Source("sample", str(path), _select_states(held, states, f"the sample '{path}'"), note)
     if kind == "folktables":
         folk_states = _select_states(FOLKTABLES_STATES, states, "folktables")
+        check_folktables(folk_dir, folk_states)
         return Source("folktables", str(folk_dir.resolve()), folk_states, note)
     return Source("synthetic", "", _select_states(FOLKTABLES_STATES, states, "synthetic data"), note)
 
@@ -236,6 +260,17 @@ def records_file(source: Source, state: str) -> Path | None:
     return None
 
 
+def blanks_as_missing(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Blank answers as `MISSING` (0), the code folktables 0.0.12 gives them. Tables written by
+    other folktables versions or tools hold -1 (the shared MA table does); no PUMS code is
+    negative, so every negative code is a blank. Columns without one are left untouched."""
+    for column in columns:
+        negative = frame[column] < 0
+        if negative.any():
+            frame[column] = frame[column].mask(negative, MISSING)
+    return frame
+
+
 def state_records(
     source: Source, task: Task, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = ()
 ) -> pd.DataFrame:
@@ -244,9 +279,9 @@ def state_records(
         table = _table_frame(source.path, ("STATE", *task.columns, "label"))
         frame = table[table["STATE"] == state].reset_index(drop=True)
         frame["label"] = frame["label"].astype(bool)
-        return frame
+        return blanks_as_missing(frame, task.columns)
     if source.kind == "folktables":
         reader = ACSDataSource(survey_year=ACS_YEAR, horizon=ACS_HORIZON, survey="person", root_dir=source.path)
-        return _folktables_problem(task, reader.get_data(states=[state], download=True), state)
+        return _folktables_problem(task, reader.get_data(states=[state], download=False), state)
     raw = synthetic_pums([state], seed=seed, rows_per_state=synthetic_rows or None, reversed_states=reversed_states)
     return _folktables_problem(task, raw, state)

@@ -2,8 +2,9 @@
 
 Fuses pyproject defaults with the overrides exactly as Flower does, runs every check the
 ServerApp would run, and prints (as one JSON line) what run.sh needs: the number of
-SuperNodes (states x clients-per-state) and overrides that pin paths to absolute ones and
-the data source to the resolved one. Exit 2 with one message on bad config or data.
+SuperNodes (states x clients-per-state), the data for its banner, and overrides that pin
+paths to absolute ones and the data source to the resolved one. Exit 2 with one message on
+bad config or data.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in pinned.items())
     num_clients = len(run.source.states) * run.config.clients_per_state
-    print(json.dumps({"num_clients": num_clients, "results_dir": str(run.writer.directory), "overrides": overrides}))
+    data = f"{run.source.kind} ({run.source.label})"
+    print(json.dumps({"num_clients": num_clients, "results_dir": str(run.writer.directory), "data": data,
+                      "overrides": overrides}))
     return 0
 
 

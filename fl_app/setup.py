@@ -136,8 +136,8 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> Path:
     check_federation_size(sorted(grid.get_node_ids()), run.source.states, run.config.clients_per_state)
     first_round = continue_run(run, started) if run.config.resume else start_run(run, started)
     log(INFO, "results: %s", run.writer.directory)
-    log(INFO, "[%s] %d clients, %d rounds, task %s, data %s", run.config.strategy, len(run.recorder.clients),
-        run.config.num_server_rounds, run.config.task, run.source.kind)
+    log(INFO, "[%s] %d clients, %d rounds, task %s, data %s (%s)", run.config.strategy, len(run.recorder.clients),
+        run.config.num_server_rounds, run.config.task, run.source.kind, run.source.label)
     clients = run.recorder.clients
     exchange = Exchange(grid, run.source, len(clients), timeout_s=run.config.round_timeout,
                         quorum=run.config.min_updates(len(clients)), bindings=run.config.bindings())
@@ -211,6 +211,7 @@ def run_record(run: Run, started: datetime) -> dict[str, Any]:
         "seed": run.config.seed,
         "data": {
             "source": run.source.kind,
+            "label": run.source.label,
             "path": run.source.path,
             "note": run.source.note,
             "states": list(run.source.states),

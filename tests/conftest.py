@@ -2,8 +2,10 @@
 in-process federation for fast runs, and real `./run.sh run` runs where only those will do."""
 
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,20 @@ def income_frame(state: str, n: int, seed: int = 0) -> pd.DataFrame:
 @pytest.fixture
 def make_income_frame():
     return income_frame
+
+
+@pytest.fixture
+def network_attempts(monkeypatch):
+    """Every attempt to open a connection or a URL, each refused; a test asserts there were none."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    return attempts
 
 
 class InProcessGrid(Grid):

@@ -79,8 +79,8 @@ def write_run(path: Path, strategy: str, seed: int) -> Path:
         "config": {"task": "income", "strategy": strategy, "seed": seed, "num-server-rounds": ROUNDS, "k": 2,
                    "lambda": 0.0, "results-dir": str(path)},
         "seed": seed,
-        "data": {"source": "synthetic", "path": "", "states": list(SIZES), "num_clients": len(SIZES),
-                 "input_width": 10},
+        "data": {"source": "synthetic", "label": "synthetic, 4 states", "path": "", "states": list(SIZES),
+                 "num_clients": len(SIZES), "input_width": 10},
         "versions": {"python": "3.11.7", "numpy": "2.4.6"},
         "git_commit": "0123456789abcdef",
         "results_dir": str(path),
@@ -127,6 +127,10 @@ def test_report_has_every_section_and_a_row_per_state_with_its_group_sizes(repor
     for state in SIZES:
         sizes = f"{final[(state, 'male')]}/{final[(state, 'female')]}"
         assert re.search(rf"^\| {state} \| [0-9.]+ \| {sizes} \|", section, re.MULTILINE), state
+
+
+def test_the_header_says_whether_the_data_was_real_or_synthetic_and_how_many_states(report):
+    assert "| income | synthetic (synthetic, 4 states) | 4 |" in (report / "report.md").read_text()
 
 
 def test_every_embedded_figure_exists_and_is_a_nonempty_png(report):

@@ -3,14 +3,13 @@ resolves as documented from local files alone, never touching the network."""
 
 import re
 import shutil
-import socket
-import urllib.request
 
 import pandas as pd
 import pytest
 
-from clients.sources import SAMPLE_PATH, DataError, check_table, resolve_source, state_records
-from core.tasks import EMPLOYMENT, INCOME
+from clients.sources import EMPLOYMENT_SAMPLE_PATH, SAMPLE_PATH, DataError, check_table, resolve_source, state_records
+from clients.synthetic import write_folktables_fixture
+from core.tasks import EMPLOYMENT, INCOME, MISSING
 
 
 @pytest.fixture
@@ -56,20 +55,6 @@ def test_unknown_state_lists_the_valid_ones(table):
 
 
 @pytest.fixture
-def network_attempts(monkeypatch):
-    """Every attempt to open a connection or a URL, each refused; a test asserts there were none."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    return attempts
-
-
-@pytest.fixture
 def sample_copy(tmp_path):
     path = tmp_path / "sample.parquet"
     shutil.copyfile(SAMPLE_PATH, path)
@@ -110,9 +95,68 @@ def test_sample_lacking_a_state_lists_the_ones_it_has():
         resolve_source("sample", "", "", ("CA",), INCOME)
 
 
-def test_there_is_no_employment_sample():
-    with pytest.raises(DataError, match="no employment sample.*valid choices for task 'employment': auto, table, folktables, synthetic"):
-        resolve_source("sample", "", "", (), EMPLOYMENT)
+def test_the_employment_sample_serves_the_two_real_states_by_absolute_path():
+    source = resolve_source("sample", "", "", (), EMPLOYMENT)
+    assert (source.kind, source.path, source.states, source.label) == (
+        "sample", str(EMPLOYMENT_SAMPLE_PATH), ("MA", "WY"), "real, 2 states")
+    frame = state_records(source, EMPLOYMENT, "WY", seed=0, synthetic_rows=0)
+    assert len(frame) == 5000 and list(frame.columns) == ["STATE", *EMPLOYMENT.columns, "label"]
+
+
+def test_a_missing_employment_sample_names_its_own_rebuild_script(tmp_path):
+    with pytest.raises(DataError, match=r"sample file .*gone.parquet' does not exist.*clients.make_employment_sample"):
+        resolve_source("sample", "", "", (), EMPLOYMENT, sample=tmp_path / "gone.parquet")
+
+
+def test_synthetic_data_is_labelled_synthetic():
+    assert resolve_source("synthetic", "", "", ("AL", "CA", "WY"), EMPLOYMENT).label == "synthetic, 3 states"
+
+
+@pytest.fixture
+def employment_table(tmp_path):
+    """Two MA records: the first blank in every blank-capable column, written -1 as the shared MA table
+    writes blanks; the second with codes."""
+    frame = pd.DataFrame({column: [1, 2] for column in EMPLOYMENT.columns})
+    frame[["SCHL", "ESP", "MIG", "MIL", "DREM"]] = [[-1, -1, -1, -1, -1], [21, 3, 1, 2, 2]]
+    frame.insert(0, "STATE", "MA")
+    frame["label"] = [False, True]
+    path = tmp_path / "employment.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+def test_an_employment_table_is_accepted_for_the_employment_task(employment_table):
+    assert check_table(employment_table, EMPLOYMENT) == ("MA",)
+
+
+def test_negative_blank_codes_in_a_table_read_as_the_folktables_blank(employment_table):
+    source = resolve_source("table", str(employment_table), "", (), EMPLOYMENT)
+    frame = state_records(source, EMPLOYMENT, "MA", seed=0, synthetic_rows=0)
+    assert frame.loc[0, ["SCHL", "ESP", "MIG", "MIL", "DREM"]].tolist() == [MISSING] * 5
+    assert frame.loc[1, ["SCHL", "ESP", "MIG", "MIL", "DREM"]].tolist() == [21, 3, 1, 2, 2]
+
+
+def test_an_income_table_for_the_employment_task_names_the_missing_columns_and_the_task(table):
+    with pytest.raises(DataError, match=r"lacks column\(s\) DIS, ESP, CIT, MIG, MIL, ANC, NATIVITY, DEAR, DEYE, DREM "
+                                        r"needed for task 'employment'; it needs STATE, AGEP, SCHL"):
+        resolve_source("table", str(table), "", (), EMPLOYMENT)
+
+
+def test_a_missing_folktables_file_names_it_the_download_command_and_the_other_sources(tmp_path, network_attempts):
+    expected = tmp_path / "2018" / "1-Year" / "psam_p56.csv"
+    with pytest.raises(DataError) as err:
+        resolve_source("folktables", "", str(tmp_path), ("WY",), EMPLOYMENT)
+    assert f"expected at '{expected}'" in str(err.value)
+    assert f"python -m clients.download_acs --data-dir {tmp_path} --states WY" in str(err.value)
+    assert "pick another data-source: table, sample, synthetic" in str(err.value)
+    assert list(tmp_path.iterdir()) == [] and network_attempts == []
+
+
+def test_every_missing_folktables_state_is_in_the_download_command(tmp_path):
+    write_folktables_fixture(tmp_path, ["WY"], seed=0, rows_per_state=10)
+    with pytest.raises(DataError, match=r"file of AL, expected at .*psam_p01.csv' .*which does not exist \(and the files "
+                                        r"of 1 more state\(s\)\); download it with .* --states AL,CA`"):
+        resolve_source("folktables", "", str(tmp_path), ("WY", "CA", "AL"), INCOME)
 
 
 def test_auto_prefers_an_existing_table(table, network_attempts):
@@ -144,7 +188,7 @@ def test_auto_uses_the_sample_for_income_without_table_or_cache(tmp_path, networ
 
 @pytest.mark.parametrize(
     ("task", "states", "why"),
-    [(EMPLOYMENT, ("AL",), "no employment sample"), (INCOME, ("AL", "CA"), "the sample lacks state.s. CA")],
+    [(EMPLOYMENT, ("AL",), "the sample lacks state.s. AL"), (INCOME, ("AL", "CA"), "the sample lacks state.s. CA")],
     ids=["employment", "state-outside-the-sample"],
 )
 def test_auto_falls_back_to_synthetic_loudly_saying_why(tmp_path, network_attempts, capsys, task, states, why):

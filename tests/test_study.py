@@ -504,6 +504,13 @@ def test_data_section_names_the_source_and_the_states_the_46_state_file_lacks():
     assert "The data has **46 states**: CA, FL, NY, TX and PR are absent" in text
 
 
+def test_data_section_says_the_data_is_real_and_how_many_states_when_the_run_recorded_it():
+    arm = fake_arm("fedavg", "sample", ["MA", "WY"])
+    arm.runs[0].config["data"]["label"] = "real, 2 states"
+    text = to_markdown(data_section([arm])[0])
+    assert "Every run used the same data: income task, sample (real, 2 states), 2 clients" in text
+
+
 def test_data_section_says_so_when_configurations_ran_on_different_data():
     blocks, mixed = data_section([fake_arm("fedavg", "table", ["AL"]), fake_arm("ifca", "synthetic", ["AL"])])
     assert mixed and "**Mixed data sources**" in to_markdown(blocks)
