@@ -282,6 +282,6 @@ FAIR_SPEC = StrategySpec(
     server=FLHC,
     settings=FairFLHCSettings,
     handlers={**FEDAVG_HANDLERS, FAIR_TRAIN_MESSAGE: train_reporting_gap},
-    study={**STUDY, "lambda": 1.0},
+    study=STUDY,
     personalized=True,
 )

@@ -250,6 +250,6 @@ FAIR_SPEC = StrategySpec(
     server=IFCA,
     settings=FairIFCASettings,
     handlers=HANDLERS,
-    study={**STUDY, "lambda": 1.0},
+    study=STUDY,
     personalized=True,
 )

@@ -111,3 +111,10 @@ def test_the_operational_keys_may_change_on_resume():
     after = {**before, "round-timeout": 30.0, "max-failed-rounds": 9, "node-states": "1=CA", "num-server-rounds": 40}
     assert resume_conflicts(before, after) == []
     assert resume_conflicts(before, {**before, "min-clients": 2.0}) == ["min-clients"]
+
+
+@pytest.mark.parametrize("strategy", ["fair-ifca", "fair-flhc"])
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_paper_preset_keeps_the_fairness_weight_given(strategy, weight):
+    raw = {**pyproject_defaults(), "strategy": strategy, "preset": "paper", "lambda": weight}
+    assert parse_config(raw).params.fair_lambda == weight
