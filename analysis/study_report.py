@@ -30,6 +30,7 @@ from analysis.report import BOOTSTRAP_SEED, LEVEL, RESAMPLES, cell
 from recorder.files import write_atomic
 from analysis.stats import PLATEAU_TOL
 from analysis.study import PlannedRun
+from analysis.study_lambda import flip_table, lambda_points, lambda_table
 from analysis.study_tables import (
     ALPHA,
     Arm,
@@ -344,6 +345,66 @@ def pareto_section(pareto: pd.DataFrame, arms: Sequence[Arm], which: str, out: P
     return blocks
 
 
+# --- fairness weight -----------------------------------------------------------------------------------
+
+def lambda_figure(frame: pd.DataFrame, out: Path) -> str:
+    """Per Fair-* strategy: accuracy against its SP gap (sex) as lambda grows, intervals on both axes."""
+    strategies = list(dict.fromkeys(frame["strategy"]))
+    fig, axes = _panels(len(strategies), 4.6, 3.8, 2)
+    for ax, strategy in zip(axes, strategies, strict=True):
+        part = frame[frame["strategy"] == strategy]
+        acc = part[part["metric"] == "accuracy"].set_index("lambda")
+        gap = part[(part["metric"] == "sp_gap") & (part["attribute"] == "sex")].set_index("lambda")
+        ax.errorbar(gap["mean"], acc["mean"], xerr=[gap["mean"] - gap["ci_low"], gap["ci_high"] - gap["mean"]],
+                    yerr=[acc["mean"] - acc["ci_low"], acc["ci_high"] - acc["mean"]], fmt="o-", capsize=2)
+        for w in acc.index:
+            ax.annotate(f"λ={w:g}", (gap.loc[w, "mean"], acc.loc[w, "mean"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_title(strategy, fontsize=9)
+        ax.set_xlabel("SP gap, sex (mean over clients)", fontsize=8)
+        ax.set_ylabel("accuracy (mean over clients)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    return _save(fig, out, "lambda.png")
+
+
+def lambda_section(frame: pd.DataFrame, flips: pd.DataFrame, which: str, out: Path) -> list[Block]:
+    blocks: list[Block] = [
+        Heading(2, "Fairness weight (lambda)"),
+        Paragraph(f"Per Fair-* strategy and lambda (round {which}): the share of client-rounds whose cluster "
+                  "differs from the same seed's lambda = 0 run (the base strategy stands in when its settings "
+                  f"match), and the mean over clients of accuracy and gaps with {LEVEL:.0%} intervals over seeds. "
+                  "All rows: `lambda.csv`."),
+    ]
+    if frame.empty:
+        return [*blocks, Paragraph("No Fair-* configuration in this study.")]
+    blocks.append(Figure(lambda_figure(frame, out), "Accuracy against the SP gap (sex) as lambda grows"))
+    rows = []
+    for (strategy, w), part in frame.groupby(["strategy", "lambda"], sort=False):
+        first = part.iloc[0]
+        share = "n/a (no lambda = 0 run)" if not np.isfinite(first["changed_share"]) else \
+            f"{first['changed_share']:.3f} of {int(first['client_rounds'])}"
+        rows.append([strategy, f"{w:g}", share, *(cell(r.mean, r.ci_low, r.ci_high, int(r.n_seeds))
+                                                  for r in part.itertuples(index=False))])
+    metrics = frame.drop_duplicates(["metric", "attribute"])
+    blocks.append(table(["strategy", "lambda", "choices changed", *(quantity_name(a, m) if a else m for m, a in
+                                                                    zip(metrics["metric"], metrics["attribute"]))],
+                        rows))
+    unchanged = [s for s, part in frame.groupby("strategy") if (part["lambda"] > 0).any()
+                 and (part.loc[part["lambda"] > 0, "changed_share"] == 0).all()]
+    for strategy in unchanged:
+        blocks.append(Paragraph(f"**No lambda changed a single choice of {strategy}.**"))
+    if not flips.empty:
+        r = flips.iloc[0]
+        blocks.append(Paragraph(
+            f"Why (fair-ifca at lambda = 0, {int(r['client_rounds'])} client-rounds of `clusters.csv`): the "
+            f"loss-best cluster model beats the runner-up by a median {r['loss_margin_median']:.4f} in training "
+            f"loss, while the models' gaps differ by a median {r['gap_margin_median']:.4f}. A weight flips a "
+            f"choice only where the loss-best model has the larger gap ({r['flippable_share']:.1%} of client-rounds), "
+            f"and there it must exceed the loss margin over the gap margin: {r['flip_lambda_p10']:.3g} flips a "
+            f"tenth of those, {r['flip_lambda_median']:.3g} half. All rows: `lambda_flips.csv`."))
+    return blocks
+
+
 # --- clusters -----------------------------------------------------------------------------------------
 
 def cluster_map(arm: Arm, out: Path) -> str | None:
@@ -549,11 +610,15 @@ def write_outputs(out: Path, planned: Sequence[PlannedRun], rows: Sequence[dict[
     convergence = convergence_table(arms)
     gaussian = gaussian_table()
     found = claims(arms, comparisons.tests, gaussian, which)
+    weights = lambda_table(arms, which)
+    zero = next((a for w, a in lambda_points(arms, "fair-ifca") if w == 0 and a.strategy == "fair-ifca"), None)
+    flips = flip_table(zero) if zero is not None else flip_table(Arm("fair-ifca", "lambda=0", {}))
     flags = flagged(convergence, which)
     for name, frame in (("summary.csv", summary), ("state_deltas.csv", comparisons.states),
                         ("tests.csv", comparisons.tests), ("pareto.csv", pareto),
                         ("cluster_diagnostics.csv", diagnostics), ("churn.csv", churn),
                         ("convergence.csv", convergence), ("gaussian.csv", gaussian),
+                        ("lambda.csv", weights), ("lambda_flips.csv", flips),
                         ("claims.csv", pd.DataFrame([c.__dict__ for c in found]))):
         _write_csv(frame, out / name)
     data_blocks, mixed = data_section(arms)
@@ -571,6 +636,7 @@ def write_outputs(out: Path, planned: Sequence[PlannedRun], rows: Sequence[dict[
         *state_section(comparisons, arms, which, flags, out),
         *tests_section(comparisons, which, flags),
         *pareto_section(pareto, arms, which, out),
+        *lambda_section(weights, flips, which, out),
         *cluster_section(arms, diagnostics, churn, out),
         *convergence_section(arms, convergence, which, out),
         *gaussian_section(gaussian, out),

@@ -364,7 +364,8 @@ def test_html_is_well_formed_and_embeds_every_figure_of_the_markdown(study):
 def test_report_has_every_section_and_one_row_per_claim(study):
     text = (study / "report.md").read_text()
     headings = ["## Data", "## Rounds compared", "## Claims", "## Per strategy", "## Per state",
-                "## Across states", "## Accuracy-fairness frontier", "## Cluster diagnostics", "## Convergence",
+                "## Across states", "## Accuracy-fairness frontier", "## Fairness weight (lambda)",
+                "## Cluster diagnostics", "## Convergence",
                 "## Gaussian threshold model", "## Runs"]
     positions = [text.index(h) for h in headings]
     assert positions == sorted(positions)
@@ -379,6 +380,13 @@ def test_lambda_claim_compares_the_largest_with_the_smallest_weight(study):
     claim = pd.read_csv(study / "claims.csv").loc[3]
     assert claim["numbers"].startswith("ifca counted as lambda = 0. lambda 0 -> 2:")  # same settings but lambda
     assert claim["verdict"] in {"supported", "mixed", "not supported"}
+
+
+def test_the_lambda_table_has_a_row_per_weight_with_ifca_as_lambda_zero(study):
+    table = pd.read_csv(study / "lambda.csv")
+    accuracy = table[(table["strategy"] == "fair-ifca") & (table["metric"] == "accuracy")]
+    assert accuracy["lambda"].tolist() == [0.0, 0.5, 2.0] and accuracy["changed_share"].iloc[0] == 0.0
+    assert "lambda.png" in (study / "report.md").read_text()
 
 
 def test_a_rerun_of_a_complete_study_trains_nothing_and_rewrites_the_outputs(study, capsys):
