@@ -49,6 +49,7 @@ from analysis.study_tables import (
     pooled_loss,
     primary_round,
     summary_table,
+    unconverged,
 )
 from analysis.tilemap import TILES, category_map, value_map
 from core.states import FOLKTABLES_STATES
@@ -603,13 +604,13 @@ def write_outputs(out: Path, planned: Sequence[PlannedRun], rows: Sequence[dict[
     for stale in figures.glob("*.png"):
         stale.unlink()
     which = primary_round(arms)
-    summary = summary_table(arms)
+    convergence = convergence_table(arms)
+    summary = summary_table(arms, convergence)
     comparisons = compare_arms(arms, which)
     pareto = pareto_table(summary, which)
     diagnostics, churn = cluster_tables(arms)
-    convergence = convergence_table(arms)
     gaussian = gaussian_table()
-    found = claims(arms, comparisons.tests, gaussian, which)
+    found = claims(arms, comparisons.tests, gaussian, which, unconverged(convergence))
     weights = lambda_table(arms, which)
     zero = next((a for w, a in lambda_points(arms, "fair-ifca") if w == 0 and a.strategy == "fair-ifca"), None)
     flips = flip_table(zero) if zero is not None else flip_table(Arm("fair-ifca", "lambda=0", {}))

@@ -43,7 +43,7 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("accuracy", ""), ("loss", ""), *((gap, a) for gap in GAPS for a in ATTRIBUTES),
 )
 SUMMARY_COLUMNS = ["strategy", "config", "round", "level", "metric", "attribute", "mean", "ci_low", "ci_high",
-                   "n_seeds"]
+                   "n_seeds", "converged"]
 ALPHA = 0.05  # family-wise error rate of the Holm-corrected tests
 VAL_FILE = "val_metrics.csv"
 # The paper's published Gaussian table (equal label rates): group rates -> ASPD(theta*), ASPD(theta_FA)
@@ -148,13 +148,15 @@ def _ci_row(values: Sequence[float]) -> tuple[float, float, float, int]:
     return mean, low, high, len(finite)
 
 
-def summary_table(arms: Sequence[Arm]) -> pd.DataFrame:
-    """summary.csv: per arm, round, level, metric and attribute the mean over seeds and its interval.
+def summary_table(arms: Sequence[Arm], convergence: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv: per arm, round, level, metric and attribute the mean over seeds and its interval,
+    and `converged`, the fraction of the arm's seeds whose loss plateaued before the ceiling.
 
     level `mean` is the unweighted mean over clients (MEAN rows), `pooled` pools every client's test
     records (ALL rows); round `final` is each run's last round, `val-chosen` the round its pooled
     validation loss chose (only runs with a validation split).
     """
+    converged = convergence.groupby(["strategy", "config"], sort=False)["converged"].mean().to_dict()
     rows = []
     for arm in arms:
         for which in ROUNDS:
@@ -165,7 +167,8 @@ def summary_table(arms: Sequence[Arm]) -> pd.DataFrame:
             for level, state in LEVELS.items():
                 for metric, attribute in SUMMARY_METRICS:
                     values = [arm.value(s, r, state, attribute, metric) for s, r in rounds.items()]
-                    rows.append([arm.strategy, arm.config, which, level, metric, attribute, *_ci_row(values)])
+                    rows.append([arm.strategy, arm.config, which, level, metric, attribute, *_ci_row(values),
+                                 converged.get((arm.strategy, arm.config), math.nan)])
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -372,7 +375,8 @@ CONVERGENCE_COLUMNS = ["strategy", "config", "seed", "loss_source", "plateau_rou
 
 def convergence_table(arms: Sequence[Arm]) -> pd.DataFrame:
     """Per run: the plateau round of its pooled validation loss (test loss without a validation split),
-    whether the loss had stopped improving by the final round, and which comparison rounds come too early.
+    whether the run converged (it stopped early on a plateau, `stop-patience`; without early stop, its
+    loss had stopped improving by the final round), and which comparison rounds come too early.
 
     Plateau: the first round after which the loss never falls more than PLATEAU_TOL (relative) below the
     best loss reached so far. A comparison at round c is flagged if c is before the plateau, or if the
@@ -385,7 +389,8 @@ def convergence_table(arms: Sequence[Arm]) -> pd.DataFrame:
             source = "validation" if seed in arm.val else "test"
             rounds, losses = pooled_loss(arm.val[seed] if seed in arm.val else run.metrics)
             plateau = plateau_round(rounds, losses) if rounds else run.final_round
-            converged = plateau < run.final_round
+            stopped = run.summary.get("stopped")
+            converged = bool(stopped["plateaued"]) if stopped else plateau < run.final_round
             val_round = arm.round_of(seed, "val-chosen")
             rows.append([arm.strategy, arm.config, seed, source, plateau, run.final_round, converged,
                          val_round if val_round is not None else pd.NA, not converged,
@@ -393,6 +398,18 @@ def convergence_table(arms: Sequence[Arm]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CONVERGENCE_COLUMNS)
     frame["val_round"] = frame["val_round"].astype("Int64")
     return frame
+
+
+def unconverged(convergence: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Arms (strategy, config) with a run that did not converge, and why, in numbers."""
+    out = {}
+    for (strategy, config), part in convergence.groupby(["strategy", "config"], sort=False):
+        still = part[~part["converged"].astype(bool)]
+        if len(still):
+            label = strategy if config == "-" else f"{strategy} ({config})"
+            out[(strategy, config)] = (f"{label}: {len(still)} of {len(part)} seed(s) still improving at the "
+                                       f"ceiling (round {int(still['final_round'].max())})")
+    return out
 
 
 def flagged(convergence: pd.DataFrame, which: str) -> set[tuple[str, str]]:
@@ -453,16 +470,32 @@ def _quantity(attribute: str, metric: str) -> str:
     return "accuracy" if metric == "accuracy" else f"{short[metric]} gap ({attribute})"
 
 
-def _cells_claim(claim: str, tests: pd.DataFrame, quantities: Sequence[tuple[str, str]]) -> Claim:
+NOT_CONVERGED_RULE = (" Only converged configurations are judged: an arm with a seed still improving at the "
+                      "ceiling gives no verdict, and is named with why.")
+
+
+def _not_judged(skipped: Sequence[str]) -> str:
+    return f" Not judged (not converged): {'; '.join(skipped)}." if skipped else ""
+
+
+def _cells_claim(claim: str, tests: pd.DataFrame, quantities: Sequence[tuple[str, str]],
+                 stalled: dict[tuple[str, str], str]) -> Claim:
     rule = (f"each personalized configuration vs fedavg, per quantity ({', '.join(_quantity(*q) for q in quantities)}): "
             f"'better' if the mean Δ over clients has the better sign, its Wilcoxon test across clients is "
             f"significant after Holm (p < {ALPHA}; needs at least 6 clients with a non-zero Δ) and, with 2+ "
             "seeds, its interval over seeds excludes 0. Supported: every cell better; not supported: none "
-            "better; mixed: otherwise.")
+            "better; mixed: otherwise." + NOT_CONVERGED_RULE)
     rows = tests[(tests["baseline"] == "fedavg") & tests["strategy"].map(is_personalized)]
     rows = rows[[(a, m) in quantities for a, m in zip(rows["attribute"], rows["metric"], strict=True)]]
+    arms = list(dict.fromkeys(zip(rows["strategy"], rows["config"])))
+    skipped = [stalled[a] for a in [("fedavg", "-"), *arms] if a in stalled]
+    if ("fedavg", "-") in stalled:
+        rows = rows.iloc[0:0]
+    rows = rows[[a not in stalled for a in zip(rows["strategy"], rows["config"])]]
     if rows.empty:
-        return Claim(claim, rule, "not assessable", "no personalized configuration compared with fedavg")
+        return Claim(claim, rule, "not assessable",
+                     ("no converged personalized configuration compared with a converged fedavg" if skipped
+                      else "no personalized configuration compared with fedavg") + _not_judged(skipped))
     tally = rows["verdict"].value_counts()
     better, worse = int(tally.get("better", 0)), int(tally.get("worse", 0))
     outcome = "supported" if better == len(rows) else "not supported" if better == 0 else "mixed"
@@ -473,7 +506,8 @@ def _cells_claim(claim: str, tests: pd.DataFrame, quantities: Sequence[tuple[str
     if len(clear) < len(rows):
         cells += (f"{'; ' if cells else ''}the other {len(rows) - len(clear)} cells: no clear change "
                   "(see Across states)")
-    return Claim(claim, rule, outcome, f"{better} of {len(rows)} cells better, {worse} worse. {cells}")
+    return Claim(claim, rule, outcome, f"{better} of {len(rows)} cells better, {worse} worse. {cells}"
+                 + _not_judged(skipped))
 
 
 def _label(row: Any) -> str:
@@ -483,18 +517,23 @@ def _label(row: Any) -> str:
 GAP_QUANTITIES = tuple(q for q in QUANTITIES if q[1] != "accuracy")
 
 
-def _uniformity_claim(tests: pd.DataFrame) -> Claim:
+def _uniformity_claim(tests: pd.DataFrame, stalled: dict[tuple[str, str], str]) -> Claim:
     claim = "Personalization does not change fairness uniformly: some clients gain and others lose"
     rule = ("per personalized configuration vs fedavg and gap: count the clients whose interval over seeds of Δ "
             "lies entirely below 0 (fairer) and entirely above 0 (less fair). A configuration is non-uniform if "
             "some gap has clients on both sides. Supported: every configuration non-uniform; not supported: "
-            "none; mixed: otherwise. Needs 2+ seeds.")
+            "none; mixed: otherwise. Needs 2+ seeds." + NOT_CONVERGED_RULE)
     rows = tests[(tests["baseline"] == "fedavg") & tests["strategy"].map(is_personalized)
                  & (tests["metric"] != "accuracy")]
+    arms = list(dict.fromkeys(zip(rows["strategy"], rows["config"])))
+    skipped = [stalled[a] for a in [("fedavg", "-"), *arms] if a in stalled]
+    rows = rows.iloc[0:0] if ("fedavg", "-") in stalled else rows
+    rows = rows[[a not in stalled for a in zip(rows["strategy"], rows["config"])]]
     if rows.empty or rows["n_seeds"].max() < 2:
         return Claim(claim, rule, "not assessable",
-                     "no personalized configuration compared with fedavg" if rows.empty else
-                     "one seed: no per-client intervals")
+                     ("no converged personalized configuration compared with a converged fedavg" if skipped else
+                      "no personalized configuration compared with fedavg" if rows.empty else
+                      "one seed: no per-client intervals") + _not_judged(skipped))
     verdicts, parts = [], []
     for (strategy, config), part in rows.groupby(["strategy", "config"], sort=False):
         both = part[(part["states_ci_below_0"] > 0) & (part["states_ci_above_0"] > 0)]
@@ -504,7 +543,7 @@ def _uniformity_claim(tests: pd.DataFrame) -> Claim:
         label = strategy if config == "-" else f"{strategy} ({config})"
         parts.append(f"{label}: {'non-uniform' if verdicts[-1] else 'uniform'} ({counts})")
     outcome = "supported" if all(verdicts) else "not supported" if not any(verdicts) else "mixed"
-    return Claim(claim, rule, outcome, "; ".join(parts))
+    return Claim(claim, rule, outcome, "; ".join(parts) + _not_judged(skipped))
 
 
 def _lambda_arms(arms: Sequence[Arm]) -> tuple[list[tuple[float, Arm]], str]:
@@ -522,16 +561,19 @@ def _lambda_arms(arms: Sequence[Arm]) -> tuple[list[tuple[float, Arm]], str]:
     return sorted(points, key=lambda p: p[0]), note
 
 
-def _lambda_claim(arms: Sequence[Arm], which: str) -> Claim:
+def _lambda_claim(arms: Sequence[Arm], which: str, stalled: dict[tuple[str, str], str]) -> Claim:
     claim = "Fair-FCA's lambda trades accuracy for fairness"
     rule = ("fair-ifca at the largest against the smallest lambda (ifca as lambda = 0 if its settings match), "
             "paired by seed, mean over clients of accuracy and of the gap Fair-FCA weighs (its fair-metric for "
             "its fair-attribute): 'lower' if the mean Δ is below 0 and, with 2+ seeds, its interval too. "
             "Supported: accuracy lower and gap lower; mixed: one of them; not supported: neither. Spearman's "
-            "rho over all lambdas shows whether the trade is monotone.")
+            "rho over all lambdas shows whether the trade is monotone." + NOT_CONVERGED_RULE)
     points, note = _lambda_arms(arms)
+    skipped = [stalled[(a.strategy, a.config)] for _, a in points if (a.strategy, a.config) in stalled]
+    points = [(w, a) for w, a in points if (a.strategy, a.config) not in stalled]
     if len(points) < 2:
-        return Claim(claim, rule, "not assessable", "needs fair-ifca at 2+ lambdas (or 1 plus ifca)")
+        return Claim(claim, rule, "not assessable",
+                     "needs converged fair-ifca at 2+ lambdas (or 1 plus ifca)" + _not_judged(skipped))
     (low_w, low), (high_w, high) = points[0], points[-1]
     fair = next(a for _, a in points if a.strategy == "fair-ifca")
     settings = fair.runs[fair.seeds[0]].config["config"]
@@ -552,7 +594,8 @@ def _lambda_claim(arms: Sequence[Arm], which: str) -> Claim:
         parts.append(f"Δ {_quantity(attr, metric)} "
                      f"{_interval(mean, lo, hi, n)} over {n} seed(s), Spearman rho {_fmt(rho, True)}")
     outcome = "supported" if all(lower) else "mixed" if any(lower) else "not supported"
-    return Claim(claim, rule, outcome, f"{note}lambda {low_w:g} -> {high_w:g}: " + "; ".join(parts))
+    return Claim(claim, rule, outcome, f"{note}lambda {low_w:g} -> {high_w:g}: " + "; ".join(parts)
+                 + _not_judged(skipped))
 
 
 def _gaussian_claim(gaussian: pd.DataFrame) -> Claim:
@@ -572,12 +615,14 @@ def _gaussian_claim(gaussian: pd.DataFrame) -> Claim:
                                        f"the published ASPDs: {worst:.4f}.")
 
 
-def claims(arms: Sequence[Arm], tests: pd.DataFrame, gaussian: pd.DataFrame, which: str) -> list[Claim]:
-    """One row per qualitative claim of the paper, each with its decision rule and the numbers."""
+def claims(arms: Sequence[Arm], tests: pd.DataFrame, gaussian: pd.DataFrame, which: str,
+           stalled: dict[tuple[str, str], str]) -> list[Claim]:
+    """One row per qualitative claim of the paper, each with its decision rule and the numbers; arms in
+    `stalled` (not converged: `unconverged`) give no verdict and are named."""
     return [
-        _cells_claim("Personalization improves local accuracy", tests, [("", "accuracy")]),
-        _cells_claim("Personalization improves local fairness", tests, GAP_QUANTITIES),
-        _uniformity_claim(tests),
-        _lambda_claim(arms, which),
+        _cells_claim("Personalization improves local accuracy", tests, [("", "accuracy")], stalled),
+        _cells_claim("Personalization improves local fairness", tests, GAP_QUANTITIES, stalled),
+        _uniformity_claim(tests, stalled),
+        _lambda_claim(arms, which, stalled),
         _gaussian_claim(gaussian),
     ]

@@ -72,8 +72,10 @@ def tables(rng: np.random.Generator, strategy: str, lam: float, seed: int) -> tu
     return counts, clients
 
 
-def write_run(path: Path, strategy: str, seed: int, lam: float = 0.0, val: bool = False) -> None:
-    """A completed results directory whose metrics.csv comes from the project's formula."""
+def write_run(path: Path, strategy: str, seed: int, lam: float = 0.0, val: bool = False,
+              plateaued: bool = True) -> None:
+    """A completed results directory whose metrics.csv comes from the project's formula, stopped early
+    on a plateau of its validation loss (or, `plateaued` False, still improving at the ceiling)."""
     rng = np.random.default_rng([seed, len(strategy), int(lam * 10)])
     counts, clients = tables(rng, strategy, lam, seed)
     path.mkdir(parents=True)
@@ -91,11 +93,14 @@ def write_run(path: Path, strategy: str, seed: int, lam: float = 0.0, val: bool 
                          "lambda": lam, "fair-attribute": "sex", "fair-metric": "sp", "results-dir": str(path)},
               "seed": seed, "data": {"source": "synthetic", "path": "", "states": STATES}}
     (path / "config.json").write_text(json.dumps(config))
-    (path / "summary.json").write_text(json.dumps({"strategy": strategy, "rounds": ROUNDS}))
+    stopped = {"round": ROUNDS, "plateaued": plateaued,
+               "reason": "plateau: made up" if plateaued else f"ceiling: num-server-rounds {ROUNDS}"}
+    (path / "summary.json").write_text(json.dumps({"strategy": strategy, "rounds": ROUNDS, "stopped": stopped}))
 
 
-def make_study(out: Path, argv: list[str], val: bool = False) -> Path:
-    """A study directory whose every run is complete, so `main` trains nothing and only reports."""
+def make_study(out: Path, argv: list[str], val: bool = False, stalled: tuple[str, ...] = ()) -> Path:
+    """A study directory whose every run is complete, so `main` trains nothing and only reports; the
+    `stalled` strategies' runs did not converge."""
     args = build_parser().parse_args([*argv, "--out", str(out)])
     grid, _ = build_grid(args)
     runs = plan(grid)
@@ -103,7 +108,7 @@ def make_study(out: Path, argv: list[str], val: bool = False) -> Path:
     (out / "study.json").write_text(json.dumps(study_record(grid, runs)))
     for run in runs:
         lam = float(run.config.split("=")[1]) if run.config != "-" else 0.0
-        write_run(out / run.run_dir, run.strategy, run.seed, lam, val)
+        write_run(out / run.run_dir, run.strategy, run.seed, lam, val, plateaued=run.strategy not in stalled)
     assert main([*argv, "--out", str(out)]) == 0
     return out
 
@@ -374,6 +379,21 @@ def test_report_has_every_section_and_one_row_per_claim(study):
     assert claims.loc[0, "verdict"] == "supported"  # made-up predictions: personalization is right more often
     assert claims.loc[4, "verdict"] == "supported"  # the Gaussian model, published setting
     assert "Every run used the same data: income task, synthetic" in text
+
+
+def test_summary_says_which_fraction_of_each_arms_seeds_converged(study, tmp_path):
+    assert set(read_summary(study)["converged"]) == {1.0}
+    stalled = make_study(tmp_path / "s", STUDY, stalled=("fedavg",))
+    summary = read_summary(stalled)
+    assert set(summary.loc[summary["strategy"] == "fedavg", "converged"]) == {0.0}
+
+
+def test_no_claim_draws_a_verdict_from_an_arm_that_did_not_converge(tmp_path):
+    claims = pd.read_csv(make_study(tmp_path / "s", STUDY, stalled=("fedavg",)) / "claims.csv")
+    for row in claims.iloc[:3].itertuples():
+        assert row.verdict == "not assessable"
+        assert "Not judged (not converged): fedavg: 3 of 3 seed(s) still improving at the ceiling (round 3)" in row.numbers
+    assert claims.loc[3, "verdict"] != "not assessable"  # the lambda claim rests on ifca and fair-ifca only
 
 
 def test_lambda_claim_compares_the_largest_with_the_smallest_weight(study):
