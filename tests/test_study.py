@@ -27,7 +27,9 @@ from recorder.files import COUNTS_COLUMNS
 from analysis.stats import adjusted_rand_index, chosen_round, holm, pareto_front, plateau_round, signed_rank_test
 from analysis.compare import RunResults
 from analysis.document import to_markdown
-from analysis.study import build_grid, build_parser, eta, main, plan, study_record, study_settings
+from analysis.study import build_parser, main
+from analysis.study_plan import build_grid, plan, study_record, study_settings
+from analysis.study_run import eta
 from analysis.study_report import data_section
 from analysis.study_tables import Arm, verdict
 from core.states import FOLKTABLES_STATES
@@ -446,7 +448,7 @@ def test_a_directory_with_files_but_no_study_is_refused(tmp_path, capsys):
 def test_a_failed_run_is_recorded_the_study_goes_on_and_a_rerun_resumes_only_what_is_unfinished(
         tmp_path, monkeypatch, capsys):
     """run.sh stands in here for a trainer that writes results like a run (the e2e test runs the real one)."""
-    import analysis.study as study_module
+    import analysis.study_run as study_module
 
     calls = []
 
