@@ -1,11 +1,11 @@
-"""The study: every strategy x configuration x seed through `./run.sh run`, resumable, then one summary
+"""The study: strategies x configurations x seeds, trained in few federations and resumable, then one summary
 with bootstrap intervals over seeds and one report (Markdown and self-contained HTML).
 
 `./run.sh study` or `python -m analysis.study --strategies 'fedavg ifca fair-ifca' --seeds 5
 --lambdas 0.5,1,5 --run-config '<common keys>' --out DIR [--grid FILE.toml]`.
 
 A study directory holds `study.json` (its grid), `runs.csv`, `runs/<run>/` (one results directory per
-run), `logs/<run>.log`, and the outputs (`summary.csv`, the report and its tables). Running the same
+run), `federations/` (the runs trained together in one `flwr run`), `logs/`, and the outputs (`summary.csv`, the report and its tables). Running the same
 command again trains nothing that is complete, resumes killed runs, retries failed ones and rewrites
 the outputs; a directory holding another study is refused. Grid files: `analysis/grids/paper.toml`.
 """

@@ -1,4 +1,5 @@
-"""Executing the study's plan: one `./run.sh run` per unfinished run, `runs.csv` kept current, resume.
+"""Executing the study's plan: its unfinished runs as replicates of as few `./run.sh run` federations as
+their data settings allow (one for a grid on one data set), `runs.csv` kept current, resume.
 
 Imports the plan, never the reporting (analysis/study_report.py), which runs after this is done.
 """
@@ -6,7 +7,9 @@ Imports the plan, never the reporting (analysis/study_report.py), which runs aft
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,10 +20,12 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.study_plan import LOCK_FILE, REPO, PlannedRun, StudyError
+from analysis.study_plan import LOCK_FILE, REPO, PlannedRun, StudyError, parse_run_config
+from fl_app.replicates import FEDERATION_KEYS, REPLICATES_KEY
 from recorder.files import write_atomic
 
-RUNS_COLUMNS = ["strategy", "config", "seed", "run_dir", "status", "wall_s"]
+RUNS_COLUMNS = ["strategy", "config", "seed", "run_dir", "status", "wall_s", "federation"]
+RUN_ID = re.compile(r"^run (\d+): ", re.M)  # run.sh's line naming the flwr run and its final status
 
 
 def run_state(run_dir: Path) -> str:
@@ -46,14 +51,20 @@ def preflight(run_config: str) -> str | None:
     return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1].removeprefix("error: ")
 
 
-def train(run_config: str, log: Path) -> int:
-    """One `./run.sh run`; its output goes to `log` (appended, so a resumed run's log keeps both parts)."""
+def train(run_config: str, log: Path) -> tuple[int, str]:
+    """One `./run.sh run` (a federation); its exit code and flwr run id ("" if it never started).
+    Its output goes to `log` (appended, so a resumed federation's log keeps both parts)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as handle:
         handle.write(f"\n=== ./run.sh run --run-config '{run_config}'\n")
         handle.flush()
-        return subprocess.run(["bash", str(REPO / "run.sh"), "run", "--run-config", run_config], cwd=REPO,
+        start = handle.tell()
+        code = subprocess.run(["bash", str(REPO / "run.sh"), "run", "--run-config", run_config], cwd=REPO,
                               env=run_environment(), stdout=handle, stderr=subprocess.STDOUT).returncode
+    with open(log) as handle:
+        handle.seek(start)
+        found = RUN_ID.findall(handle.read())
+    return code, found[-1] if found else ""
 
 
 def read_runs_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -111,18 +122,50 @@ def check_configs(out: Path, runs: Sequence[PlannedRun]) -> None:
             raise StudyError(f"{run.strategy} ({run.config}), {run.run_dir}: {problem}")
 
 
-def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Train what is not complete, one run at a time, keeping runs.csv current; returns its rows.
+def federations(todo: Sequence[tuple[int, PlannedRun, str]]) -> list[list[tuple[int, PlannedRun, str]]]:
+    """The runs left grouped into as few federations as their data settings allow: runs that agree
+    on every key the nodes of a federation share (fl_app/replicates.py) train together."""
+    groups: dict[tuple, list[tuple[int, PlannedRun, str]]] = {}
+    for item in todo:
+        keys = item[1].keys
+        groups.setdefault(tuple(keys.get(k) for k in FEDERATION_KEYS), []).append(item)
+    return list(groups.values())
 
-    A resumed run's wall_s is the time of the invocation that finished it.
+
+def federation_config(group: Sequence[tuple[int, PlannedRun, str]], out: Path, name: str) -> str:
+    """The `./run.sh run` config of one federation: the shared keys, and a replicates file holding
+    each run's own keys with its results-dir (and resume)."""
+    shared = {k: v for k, v in group[0][1].keys.items() if k in FEDERATION_KEYS}
+    tables = []
+    for _, run, state in group:
+        own = " ".join(f"{k}={v}" for k, v in run.keys.items() if k not in FEDERATION_KEYS)
+        table = parse_run_config(own, run.run_dir)
+        table["results-dir"] = str(out / run.run_dir)
+        if state == "resume":
+            table["resume"] = str(out / run.run_dir)
+        tables.append(table)
+    path = out / "federations" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(tables, indent=1) + "\n").encode())
+    return " ".join([*(f"{k}={v}" for k, v in shared.items()), f"{REPLICATES_KEY}={json.dumps(str(path))}"])
+
+
+def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Train what is not complete, in as few federations (`flwr run`s) as the data settings allow,
+    keeping runs.csv current; returns its rows.
+
+    A run's `wall_s` is the wall time of the federation that trained it (for a resumed run, of the
+    invocation that finished it), and `federation` that federation's flwr run id.
     """
     before = read_runs_csv(out / "runs.csv")
     rows, todo, walls = [], [], {}
     for run in runs:
         state = run_state(out / run.run_dir)
-        wall = before.get(run.run_dir, {}).get("wall_s", "") if state == "complete" else ""
+        earlier = before.get(run.run_dir, {}) if state == "complete" else {}
+        wall = earlier.get("wall_s", "")
         rows.append({"strategy": run.strategy, "config": run.config, "seed": run.seed, "run_dir": run.run_dir,
-                     "status": "completed" if state == "complete" else "pending", "wall_s": wall})
+                     "status": "completed" if state == "complete" else "pending", "wall_s": wall,
+                     "federation": earlier.get("federation", "")})
         if state != "complete":
             todo.append((len(rows) - 1, run, state))
         elif wall:
@@ -132,25 +175,30 @@ def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -
         say(f"nothing to train: all {len(runs)} runs in {out} are complete; rewriting summary and report")
         return rows
     resumes = sum(state == "resume" for *_, state in todo)
+    groups = federations(todo)
     say(f"study {out}: {len(runs)} runs, {len(runs) - len(todo)} complete (skipped), {resumes} to resume, "
-        f"{len(todo) - resumes} to train")
-    for done, (index, run, state) in enumerate(todo, start=1):
-        run_dir, log = out / run.run_dir, out / "logs" / f"{run.name}.log"
-        if state == "new" and run_dir.exists():
-            shutil.rmtree(run_dir)  # started but never wrote config.json: nothing to continue
+        f"{len(todo) - resumes} to train, in {len(groups)} federation(s)")
+    done = 0
+    for group in groups:
+        for _, run, state in group:
+            if state == "new" and (out / run.run_dir).exists():
+                shutil.rmtree(out / run.run_dir)  # started but never wrote config.json: nothing to continue
+        name = f"federation-{group[0][1].name}"
         started = time.monotonic()
-        code = train(run.run_config(run_dir, state == "resume"), log)
+        code, run_id = train(federation_config(group, out, name), out / "logs" / f"{name}.log")
         wall = time.monotonic() - started
-        ok = code == 0 and run_state(run_dir) == "complete"
-        rows[index].update(status="completed" if ok else "failed", wall_s=f"{wall:.1f}")
+        for index, run, state in group:
+            done += 1
+            ok = run_state(out / run.run_dir) == "complete"
+            rows[index].update(status="completed" if ok else "failed", wall_s=f"{wall:.1f}", federation=run_id)
+            if ok:
+                walls.setdefault(run.strategy, []).append(wall / len(group))
+            left = [r.strategy for _, r, _ in todo[done:]]
+            seconds = eta(left, walls)
+            what = "completed" if ok else f"FAILED (exit {code}; log logs/{name}.log)"
+            label = run.strategy if run.config == "-" else f"{run.strategy} {run.config}"
+            say(f"[{done}/{len(todo)}] {label} seed {run.seed}: {what} in {_duration(wall)}"
+                f"{' (resumed)' if state == 'resume' else ''} (federation {run_id or 'not started'} of {len(group)} "
+                f"runs) | {len(left)} left" + (f", ETA {_duration(seconds)}" if left and seconds is not None else ""))
         write_runs_csv(out / "runs.csv", rows)
-        if ok:
-            walls.setdefault(run.strategy, []).append(wall)
-        left = [r.strategy for _, r, _ in todo[done:]]
-        seconds = eta(left, walls)
-        what = "completed" if ok else f"FAILED (exit {code}; log {log})"
-        label = run.strategy if run.config == "-" else f"{run.strategy} {run.config}"
-        say(f"[{done}/{len(todo)}] {label} seed {run.seed}: {what} in {_duration(wall)}"
-            f"{' (resumed)' if state == 'resume' else ''} | {len(left)} left"
-            + (f", ETA {_duration(seconds)}" if left and seconds is not None else ""))
     return rows
