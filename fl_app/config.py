@@ -63,6 +63,7 @@ class RunConfig:
     round_timeout: float = 600.0
     node_states: str = ""
     replicates: str = ""
+    eval_every: int = 1
     params: Any = None  # the strategy's own settings: its spec's `settings` dataclass
 
     def min_updates(self, num_clients: int) -> int:
@@ -161,6 +162,7 @@ def _validate_common(config: RunConfig) -> None:
             f"got {config.min_clients:g}"
         )
     at_least("max-failed-rounds", config.max_failed_rounds, 1)
+    at_least("eval-every", config.eval_every, 1)
     at_least("round-timeout", config.round_timeout, 0.0, strict=True)
     bindings = config.bindings()
     unknown = sorted({s for s in bindings.values() if s not in FOLKTABLES_STATES})

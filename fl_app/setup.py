@@ -30,7 +30,7 @@ from strategies.algorithm import Algorithm, ServerSetup
 from strategies.flower import resume_refusal
 from core.bundle import tag_of
 from fl_app.replicates import client_keys, replicate_configs
-from strategies.loop import Exchange, Member, check_federation_size, run_round
+from strategies.loop import Exchange, Member, Step, Trained, check_federation_size, step
 from strategies.registry import spec_for
 
 
@@ -100,7 +100,8 @@ def build_runs(raw: Mapping[str, Any], started: datetime, base: Path) -> list[Ru
     for index, run in enumerate(runs[1:], start=1):
         if run.source != runs[0].source:
             raise ConfigError(f"replicate {index} resolves its data to {run.source.kind} {run.source.path!r}, "
-                              f"replicate 0 to {runs[0].source.kind} {runs[0].source.path!r}; a federation has one data")
+                              f"replicate 0 to {runs[0].source.kind} {runs[0].source.path!r}; "
+                              "the replicates of a federation share one data source")
     return runs
 
 
@@ -172,13 +173,12 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> list[Path]
         record_sizes(replicate.run, exchange.sizes.get(replicate.member.tag, {}))
     stops: list[QuorumError] = []
     while active := [r for r in replicates if not r.done]:
-        for replicate in [r for r in active if r.next_round > r.run.config.num_server_rounds]:
-            replicate.finish()
-        steps = [r for r in active if not r.done]
-        if not steps:
-            break
-        for replicate, result in zip(steps, run_round([(r.member, r.next_round) for r in steps], exchange)):
-            stop = replicate.commit(result)
+        for replicate in active:
+            if replicate.idle():
+                replicate.finish()
+        moving = [r for r in active if not r.done]
+        for replicate, (result, trained) in zip(moving, step([r.step() for r in moving], exchange)):
+            stop = replicate.advance(result, trained)
             if stop:
                 log(ERROR, "%s", stop)
                 stops.append(stop)
@@ -188,20 +188,48 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> list[Path]
 
 
 class Replicate:
-    """One replicate in the loop: its run, its member of the exchange, and its next round."""
+    """One replicate in the loop: its run, its member of the exchange, the next round it trains,
+    and its trained round waiting for its evaluation."""
 
     def __init__(self, run: Run, member: Member, next_round: int) -> None:
         self.run, self.member, self.next_round = run, member, next_round
+        self.pending: Trained | None = None
         self.kept_in_a_row = 0
+        self.last_round = run.config.num_server_rounds  # lowered when max-failed-rounds stops it
         self.done = False
 
-    def commit(self, result: RoundResult) -> QuorumError | None:
-        """Record the round and checkpoint it; the stop when `max-failed-rounds` rounds in a row kept the model."""
-        arrays, state = self.run.algorithm.state()
-        self.run.recorder.commit(result, arrays, state)
-        self.next_round = result.server_round + 1
-        self.kept_in_a_row = self.kept_in_a_row + 1 if result.health.model_kept else 0
-        if self.kept_in_a_row >= self.run.config.max_failed_rounds:
+    def step(self) -> Step:
+        return Step(self.member, self.next_round if self.next_round <= self.last_round else None, self.pending)
+
+    def idle(self) -> bool:
+        """Nothing to train or evaluate any more: the run is complete."""
+        return self.next_round > self.last_round and self.pending is None
+
+    def evaluates(self, server_round: int) -> bool:
+        """`eval-every` rounds, and the last one (the summary's and a stop's), are evaluated."""
+        return server_round % self.run.config.eval_every == 0 or server_round == self.last_round
+
+    def advance(self, result: RoundResult | None, trained: Trained | None) -> QuorumError | None:
+        """Record the evaluated round with its checkpoint; keep the trained one for the next exchange
+        (or record it now, without evaluations, if it is not evaluated). The stop once the last of
+        `max-failed-rounds` rounds in a row that kept the model is recorded."""
+        stop = self.record(result, self.pending) if result is not None and self.pending is not None else None
+        self.pending = None
+        if trained is not None:
+            self.next_round = trained.server_round + 1
+            self.kept_in_a_row = self.kept_in_a_row + 1 if trained.health.model_kept else 0
+            if self.kept_in_a_row >= self.run.config.max_failed_rounds:
+                self.last_round = trained.server_round
+            if self.evaluates(trained.server_round):
+                self.pending = trained
+            else:
+                unevaluated = RoundResult(trained.server_round, [], trained.clusters, trained.choices, trained.health)
+                stop = self.record(unevaluated, trained) or stop
+        return stop
+
+    def record(self, result: RoundResult, trained: Trained) -> QuorumError | None:
+        self.run.recorder.commit(result, trained.arrays, trained.state)
+        if self.kept_in_a_row >= self.run.config.max_failed_rounds and result.server_round == self.last_round:
             self.done = True
             return QuorumError(self.run, result, self.kept_in_a_row)
         return None

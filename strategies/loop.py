@@ -4,7 +4,14 @@ A replicate is one (strategy, settings, seed); a single run is a federation of o
 the loop learns which node serves which client (a node it does not know yet is asked with an
 `identify` query), asks every replicate's algorithm what it sends, sends each client one message
 carrying all of it, hands each replicate its own replies, and returns each replicate's round as a
-`RoundResult` for its recorder. The map is rebuilt from scratch in
+`RoundResult` for its recorder.
+
+One exchange per round: the message of round r carries, per replicate, the evaluation of round
+r-1's model and the training of round r; the client evaluates, then trains. So round r-1's
+result is complete when round r's replies come, and one evaluate-only exchange closes the run.
+Each part is computed from the algorithm's state exactly as in a round of its own, so the
+results files do not change; but a client that fails as a whole (no reply, its node gone) now
+loses round r-1's evaluation together with round r's training. The map is rebuilt from scratch in
 every new ServerApp process, so a resumed run, whose nodes have new ids, finds its clients
 again. A node that vanished is dropped from the map and its client counts as failed for the
 round; the round goes on with the others. A restarted SuperNode (new node id) is identified
@@ -20,11 +27,13 @@ not used. Without `node-states` a node's identity is what its node-config declar
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import ERROR, WARNING
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
@@ -33,12 +42,13 @@ from flwr.serverapp import Grid
 from clients.shards import client_ids
 from clients.sources import Source
 from core.bundle import Part, pack, split_reply
-from core.params import to_record
+from core.params import Params, to_record
 from core.rounds import RoundHealth, RoundResult
 from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY, SIZES_KEY
 from strategies.algorithm import Algorithm, Request
 
 EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)  # the SuperLink's TTL replies
+EVALUATE, TRAIN = "e", "t"  # suffixes of a replicate's tag for its two parts of an exchange
 DEFAULT_TIMEOUT_S = 600.0  # `round-timeout`'s default: the longest wait for one exchange's replies
 
 
@@ -99,17 +109,19 @@ class Exchange:
     def message_config(self, server_round: int) -> dict[str, Any]:
         return {ROUND_KEY: server_round, **self.source_entries}
 
-    def refresh(self, steps: Sequence[tuple[Member, int]]) -> None:
+    def refresh(self, steps: Sequence[tuple[Member, int]], new_round: bool = True) -> None:
         """Forget vanished nodes and ask new ones (oldest first) which client they serve, and each
-        replicate's split sizes there."""
-        self.refused, self.silent = set(), set()
+        replicate's split sizes there. A new round forgets the last one's refused and silent nodes;
+        the evaluate-only exchange that closes a run belongs to its last round."""
+        if new_round:
+            self.refused, self.silent = set(), set()
         live = {node.node_id: node.last_activated_at for node in self.grid.get_nodes()}
         self.node_client = {n: c for n, c in self.node_client.items() if n in live}
         unknown = sorted(set(live) - set(self.node_client), key=lambda n: (live[n], n))
         if not unknown or not steps:
             return
         parts = [Part(m.tag, IDENTIFY, RecordDict({"config": ConfigRecord({ROUND_KEY: r})}), m.run) for m, r in steps]
-        _, content = pack(self.message_config(min(r for _, r in steps)), parts)
+        _, content = pack(self.message_config(max(r for _, r in steps)), parts)
         asks = {n: Message(content, dst_node_id=n, message_type=IDENTIFY, ttl=self.timeout_s) for n in unknown}
         order = {n: i for i, n in enumerate(unknown)}
         replies = self.grid.send_and_receive(list(asks.values()), timeout=self.timeout_s)
@@ -163,31 +175,33 @@ class Exchange:
         """The clients reachable this round, in client order."""
         return sorted(set(self.node_client.values()))
 
-    def send(self, requests: Sequence[tuple[Member, int, Request | None]]) -> dict[str, list[Message]]:
-        """Every replicate's payload for a client in one message to its node; each replicate's
-        replies. Equal arrays are encoded once."""
+    def send(self, outgoing: Sequence[Outgoing]) -> dict[str, list[Message]]:
+        """Every part for a client in one message to its node; each part's replies, by its tag.
+        Equal arrays are encoded once."""
         records: dict[int, ArrayRecord] = {}
         sent: dict[int, tuple[Message, list[str]]] = {}
         for node, client in sorted(self.node_client.items(), key=lambda item: item[1]):
             parts = []
-            for member, server_round, request in requests:
-                if request is None or client not in request.payloads:
+            for out in outgoing:
+                if out.request is None or client not in out.request.payloads:
                     continue
-                payload = request.payloads[client]
+                payload = out.request.payloads[client]
                 arrays = records.get(id(payload.arrays))
                 if arrays is None:
                     arrays = records[id(payload.arrays)] = (
                         payload.arrays if isinstance(payload.arrays, ArrayRecord) else to_record(payload.arrays))
-                config = ConfigRecord({**self.message_config(server_round), **payload.extras})
-                parts.append(Part(member.tag, request.message_type, RecordDict({"arrays": arrays, "config": config}),
-                                  member.run))
+                config = ConfigRecord({**self.message_config(out.server_round), **payload.extras})
+                parts.append(Part(out.tag, out.request.message_type, RecordDict({"arrays": arrays, "config": config}),
+                                  out.run))
             if parts:
-                message_type, content = pack(self.message_config(min(r for _, r, _ in requests)), parts)
+                message_type, content = pack(self.message_config(max(o.server_round for o in outgoing)), parts)
                 message = Message(content, dst_node_id=node, message_type=message_type, ttl=self.timeout_s)
                 sent[node] = (message, [p.tag for p in parts])
-        replies: dict[str, list[Message]] = {member.tag: [] for member, _, _ in requests}
-        for reply in self.send_messages([message for message, _ in sent.values()]):
-            message, tags = sent[reply.metadata.src_node_id]
+        replies: dict[str, list[Message]] = {out.tag: [] for out in outgoing}
+        received = self.send_messages([message for message, _ in sent.values()])
+        by_id = {m.metadata.message_id: (m, tags) for m, tags in sent.values() if m.metadata.message_id}
+        for reply in received:  # an error reply made by the SuperLink comes from its own node id
+            message, tags = by_id.get(reply.metadata.reply_to_message_id) or sent[reply.metadata.src_node_id]
             for tag, answer in split_reply(reply, message, tags).items():
                 replies[tag].append(answer)
         return replies
@@ -218,20 +232,68 @@ class Exchange:
         return replies
 
 
-def run_round(steps: Sequence[tuple[Member, int]], exchange: Exchange) -> list[RoundResult]:
-    """One round of every replicate in `steps` (each at its own round): train, then evaluate, each
-    one exchange for all of them; each replicate's round as a value."""
-    healths = [RoundHealth(quorum=member.quorum) for member, _ in steps]
-    exchange.refresh(steps)
+@dataclass(frozen=True)
+class Outgoing:
+    """One part of an exchange: a replicate's request for one round, under its own tag."""
+
+    tag: str
+    run: Mapping[str, Any]
+    server_round: int
+    request: Request | None
+
+
+@dataclass
+class Trained:
+    """A replicate's round whose training is done and whose evaluation comes with the next exchange:
+    what it chose and how it went, and the algorithm's state after it (for its checkpoint)."""
+
+    server_round: int
+    health: RoundHealth
+    choices: list[dict[str, Any]] | None
+    clusters: dict[int, int]
+    arrays: Params
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one replicate does in an exchange: train a round (None: none), evaluate a trained one."""
+
+    member: Member
+    train_round: int | None = None
+    evaluate: Trained | None = None
+
+
+def step(steps: Sequence[Step], exchange: Exchange) -> list[tuple[RoundResult | None, Trained | None]]:
+    """One exchange for every replicate: each client evaluates the model of the round trained last,
+    then trains this round's, in one message. Per step, the evaluated round as a value and the
+    round just trained (whose evaluation comes with the next exchange)."""
+    exchange.refresh([(s.member, s.train_round or s.evaluate.server_round) for s in steps],
+                     new_round=any(s.train_round is not None for s in steps))
     clients = exchange.clients()
-    requests = [(m, r, m.algorithm.train_request(r, clients)) for m, r in steps]
-    replies = exchange.send(requests)
-    choices = [m.algorithm.train_done(r, replies[m.tag], h) for (m, r), h in zip(steps, healths)]
-    requests = [(m, r, m.algorithm.evaluate_request(r, clients)) for m, r in steps]
-    replies = exchange.send(requests)
-    evaluations = [m.algorithm.evaluate_done(r, replies[m.tag], h) for (m, r), h in zip(steps, healths)]
-    results = []
-    for (member, server_round), health, chosen, evaluated in zip(steps, healths, choices, evaluations):
-        health.refused_nodes = len(exchange.refused)
-        results.append(RoundResult(server_round, evaluated, member.algorithm.clusters(), chosen, health))
-    return results
+    outgoing = []
+    for s in steps:
+        algorithm, tag = s.member.algorithm, s.member.tag
+        if s.evaluate is not None:
+            r = s.evaluate.server_round
+            outgoing.append(Outgoing(f"{tag}{EVALUATE}", s.member.run, r, algorithm.evaluate_request(r, clients)))
+        if s.train_round is not None:
+            r = s.train_round
+            outgoing.append(Outgoing(f"{tag}{TRAIN}", s.member.run, r, algorithm.train_request(r, clients)))
+    replies = exchange.send(outgoing)
+    out = []
+    for s in steps:
+        algorithm, tag, result, trained = s.member.algorithm, s.member.tag, None, None
+        if s.evaluate is not None:
+            done = s.evaluate
+            evaluated = algorithm.evaluate_done(done.server_round, replies[f"{tag}{EVALUATE}"], done.health)
+            result = RoundResult(done.server_round, evaluated, done.clusters, done.choices, done.health)
+        if s.train_round is not None:
+            health = RoundHealth(quorum=s.member.quorum)
+            choices = algorithm.train_done(s.train_round, replies[f"{tag}{TRAIN}"], health)
+            health.refused_nodes = len(exchange.refused)
+            arrays, state = algorithm.state()
+            trained = Trained(s.train_round, health, choices, dict(algorithm.clusters()),
+                              {k: np.array(v, copy=True) for k, v in arrays.items()}, copy.deepcopy(dict(state)))
+        out.append((result, trained))
+    return out
