@@ -179,7 +179,7 @@ def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -
     say(f"study {out}: {len(runs)} runs, {len(runs) - len(todo)} complete (skipped), {resumes} to resume, "
         f"{len(todo) - resumes} to train, in {len(groups)} federation(s)")
     done = 0
-    for group in groups:
+    for number, group in enumerate(groups):
         for _, run, state in group:
             if state == "new" and (out / run.run_dir).exists():
                 shutil.rmtree(out / run.run_dir)  # started but never wrote config.json: nothing to continue
@@ -193,7 +193,7 @@ def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -
             rows[index].update(status="completed" if ok else "failed", wall_s=f"{wall:.1f}", federation=run_id)
             if ok:
                 walls.setdefault(run.strategy, []).append(wall / len(group))
-            left = [r.strategy for _, r, _ in todo[done:]]
+            left = [r.strategy for later in groups[number + 1:] for _, r, _ in later]
             seconds = eta(left, walls)
             what = "completed" if ok else f"FAILED (exit {code}; log logs/{name}.log)"
             label = run.strategy if run.config == "-" else f"{run.strategy} {run.config}"
