@@ -95,9 +95,10 @@ run_experiment() {
   cd "$REPO"
   local plan_file="$FLWR_HOME/plan.json"
   run_bg "$PY" -m fl_app.check "${overrides[@]}" > "$plan_file" || exit 2
-  local n results pinned data
+  local n results pinned data replicates
   n="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["num_clients"])' "$plan_file")"
   data="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"])' "$plan_file")"
+  replicates="$("$PY" -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["replicates"]))' "$plan_file")"
   results="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results_dir"])' "$plan_file")"
   pinned="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["overrides"])' "$plan_file")"
 
@@ -108,7 +109,7 @@ run_experiment() {
   export PATH="$VENV/bin:$PATH"
 
   local cpus="${FAIRFL_ACTOR_CPUS:-1}"
-  echo "flwr run: $n SuperNodes, data $data, results in $results" >&2
+  echo "flwr run: $n SuperNodes, data $data, results in ${results:-$replicates}" >&2
   local out_file="$FLWR_HOME/run.json" run_id
   run_bg flwr run . --format json "${overrides[@]}" --run-config "$pinned" \
         --federation-config "num-supernodes=$n client-resources-num-cpus=$cpus $fed_extra" > "$out_file" || true
@@ -120,6 +121,7 @@ run_experiment() {
   status="$(cat "$FLWR_HOME/status")"
   echo "run $run_id: $status" >&2
   [[ "$status" == "finished:completed" ]] || { echo "the run did not complete; see the log above" >&2; exit 1; }
+  if [[ -z "$results" ]]; then echo "results: $replicates"; return 0; fi  # replicates: each its own directory
   if [[ "${FAIRFL_NO_REPORT:-}" != 1 ]]; then
     (cd "$REPO" && "$PY" -m analysis.report "$results" --out "$results/report" >/dev/null) \
       && echo "report: $results/report/report.md" >&2 || echo "the report could not be written (the results are complete)" >&2

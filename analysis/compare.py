@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.counts import CELLS
-from analysis.gaussian import OneLineErrorParser
+from analysis.cli import OneLineErrorParser
 from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS, ResultsError
 from core.tasks import ATTRIBUTES
 

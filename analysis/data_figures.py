@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.gaussian import OneLineErrorParser
+from analysis.cli import OneLineErrorParser
 from clients.sources import DataError, resolve_source, state_records
 from core.tasks import ATTRIBUTES, TASKS, protected_groups
 

@@ -26,6 +26,8 @@ from matplotlib.figure import Figure
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from analysis.cli import OneLineErrorParser
+
 BRACKET_SIGMAS = 8.0  # beyond this many sigma from every mean the error is flat to ~1e-15
 STATIONARY_SCAN = 4001  # grid used only to bracket sign changes of the error's derivative
 SWEEP_SCAN = 2001  # grid used only to bracket crossings of the fairness gap over p
@@ -275,13 +277,6 @@ def format_report(result: dict[str, Any]) -> str:
         f"p where FedAvg is less fair than theta*_diamond: {where}",
     ]
     return "\n".join(lines)
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line on stderr and exits 2, without usage."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _finite(text: str) -> float:

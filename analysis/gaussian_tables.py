@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from analysis.gaussian import OneLineErrorParser, ThresholdModel, evaluate
+from analysis.cli import OneLineErrorParser
+from analysis.gaussian import ThresholdModel, evaluate
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from analysis.compare import (
     summary_markdown,
     title_suffix,
 )
-from analysis.gaussian import OneLineErrorParser
+from analysis.cli import OneLineErrorParser
 from recorder.files import ResultsError
 from analysis.tilemap import category_map, value_map
 from core.states import FOLKTABLES_STATES

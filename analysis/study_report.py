@@ -29,7 +29,7 @@ from analysis.regions import DIVISIONS, client_state
 from analysis.report import BOOTSTRAP_SEED, LEVEL, RESAMPLES, cell
 from recorder.files import write_atomic
 from analysis.stats import PLATEAU_TOL
-from analysis.study import PlannedRun
+from analysis.study_plan import PlannedRun
 from analysis.study_lambda import flip_table, lambda_points, lambda_table
 from analysis.study_tables import (
     ALPHA,

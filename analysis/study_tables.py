@@ -34,7 +34,7 @@ from analysis.stats import (
     plateau_round,
     signed_rank_test,
 )
-from analysis.study import PlannedRun, is_personalized
+from analysis.study_plan import PlannedRun, is_personalized
 from core.tasks import ATTRIBUTES
 
 ROUNDS = ("final", "val-chosen")

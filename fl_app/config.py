@@ -22,7 +22,8 @@ from strategies.registry import spec_for, strategy_keys
 
 FAIL_MODES = ("train-error", "evaluate-error", "nan-update", "shape-update", "keys-update", "hang")
 # Keys a resume may change: how long, and the operational rules that say when to wait or stop.
-RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir", "round-timeout", "max-failed-rounds", "node-states")
+RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir", "round-timeout", "max-failed-rounds", "node-states",
+                     "replicates")
 # What a preset sets, besides each strategy's study settings (README "Presets").
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"encoding": "paper", "train-rows": 1000, "test-rows": 2000, "val-rows": 2000},
@@ -61,6 +62,8 @@ class RunConfig:
     max_failed_rounds: int = 3
     round_timeout: float = 600.0
     node_states: str = ""
+    replicates: str = ""
+    eval_every: int = 1
     params: Any = None  # the strategy's own settings: its spec's `settings` dataclass
 
     def min_updates(self, num_clients: int) -> int:
@@ -159,6 +162,7 @@ def _validate_common(config: RunConfig) -> None:
             f"got {config.min_clients:g}"
         )
     at_least("max-failed-rounds", config.max_failed_rounds, 1)
+    at_least("eval-every", config.eval_every, 1)
     at_least("round-timeout", config.round_timeout, 0.0, strict=True)
     bindings = config.bindings()
     unknown = sorted({s for s in bindings.values() if s not in FOLKTABLES_STATES})

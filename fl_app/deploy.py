@@ -149,6 +149,7 @@ def plan(run_configs: list[str], signals: Signals | None = None) -> dict | None:
     if out.returncode != 0:
         return None
     the_plan = json.loads(out.stdout)
+    the_plan["results_dir"] = the_plan["results_dir"] or " ".join(the_plan["replicates"])  # replicates: theirs
     config = parse_config(get_fused_config_from_dir(REPO, parse_config_args([*run_configs, the_plan["overrides"]])))
     source = resolve_source(config.data_source, config.data_path, config.data_dir, config.states, TASKS[config.task])
     clients = client_ids(source.states, config.clients_per_state)

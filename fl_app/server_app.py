@@ -1,5 +1,6 @@
 """ServerApp: hand the run config to `run_federation` (validate, build the strategy, run, summarise),
-over a grid that looks for replies every 0.1 s (strategies/polling.py)."""
+over a grid that looks for replies every 5 ms in simulation, 0.1 s on the deployment engine
+(strategies/polling.py)."""
 
 from __future__ import annotations
 
@@ -16,4 +17,4 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run_federation(PollingGrid(grid), context.run_config, Path.cwd())
+    run_federation(PollingGrid.around(grid), context.run_config, Path.cwd())

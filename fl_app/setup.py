@@ -7,7 +7,7 @@ no results directory behind, nor changes the one being resumed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from logging import ERROR, INFO
@@ -28,7 +28,9 @@ from recorder.files import ResultsWriter, git_commit, package_versions
 from recorder.recorder import Recorder
 from strategies.algorithm import Algorithm, ServerSetup
 from strategies.flower import resume_refusal
-from strategies.loop import Exchange, check_federation_size, run_round
+from core.bundle import tag_of
+from fl_app.replicates import client_keys, replicate_configs
+from strategies.loop import Exchange, Member, Step, Trained, check_federation_size, step
 from strategies.registry import spec_for
 
 
@@ -41,6 +43,7 @@ class Run:
     algorithm: Algorithm
     recorder: Recorder
     checkpoint: Checkpoint | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the raw run config it was built from
 
     @property
     def writer(self) -> ResultsWriter:
@@ -84,7 +87,22 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
     spec = spec_for(config.strategy)
     algorithm = spec.server(setup)
     recorder = Recorder(writer, clients, config.strategy, config.task, source.kind, config.num_server_rounds)
-    return Run(config, source, algorithm, recorder, checkpoint)
+    return Run(config, source, algorithm, recorder, checkpoint, dict(raw))
+
+
+def build_runs(raw: Mapping[str, Any], started: datetime, base: Path) -> list[Run]:
+    """Every replicate's run (fl_app/replicates.py), validated, all on the same data."""
+    configs = replicate_configs(raw)
+    runs = [build_run(config, started, base) for config in configs]
+    if len(runs) > 1:
+        for index, run in enumerate(runs):
+            run.recorder.label = f"[{tag_of(index)} {run.config.strategy} seed {run.config.seed}] "
+    for index, run in enumerate(runs[1:], start=1):
+        if run.source != runs[0].source:
+            raise ConfigError(f"replicate {index} resolves its data to {run.source.kind} {run.source.path!r}, "
+                              f"replicate 0 to {runs[0].source.kind} {runs[0].source.path!r}; "
+                              "the replicates of a federation share one data source")
+    return runs
 
 
 def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base: Path) -> Checkpoint | None:
@@ -129,33 +147,104 @@ def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base:
     return checkpoint
 
 
-def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> Path:
-    """The ServerApp's whole job: validate, run (or continue) the strategy's rounds, summarise."""
+def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> list[Path]:
+    """The ServerApp's whole job: validate every replicate, run (or continue) their rounds in
+    lockstep over one federation, summarise each; their results directories.
+
+    A replicate that finishes or stops (`max-failed-rounds`) drops out and the others go on;
+    the run fails at the end if any stopped."""
     started = datetime.now(timezone.utc)
-    run = build_run(raw, started, base)
-    check_federation_size(sorted(grid.get_node_ids()), run.source.states, run.config.clients_per_state)
-    first_round = continue_run(run, started) if run.config.resume else start_run(run, started)
-    log(INFO, "results: %s", run.writer.directory)
-    log(INFO, "[%s] %d clients, %d rounds, task %s, data %s (%s)", run.config.strategy, len(run.recorder.clients),
-        run.config.num_server_rounds, run.config.task, run.source.kind, run.source.label)
-    clients = run.recorder.clients
-    exchange = Exchange(grid, run.source, len(clients), timeout_s=run.config.round_timeout,
-                        quorum=run.config.min_updates(len(clients)), bindings=run.config.bindings())
-    exchange.refresh(first_round)
-    record_sizes(run, exchange.sizes)
-    kept_in_a_row = 0
-    for server_round in range(first_round, run.config.num_server_rounds + 1):
-        result = run_round(run.algorithm, exchange, server_round)
-        arrays, state = run.algorithm.state()
-        run.recorder.commit(result, arrays, state)
-        kept_in_a_row = kept_in_a_row + 1 if result.health.model_kept else 0
-        if kept_in_a_row >= run.config.max_failed_rounds:
-            stop = QuorumError(run, result, kept_in_a_row)
-            log(ERROR, "%s", stop)
-            raise stop
-    run.writer.write_summary(run.recorder.final_summary())
-    remove_checkpoint(run.writer.directory)
-    return run.writer.directory
+    runs = build_runs(raw, started, base)
+    lead = runs[0]
+    check_federation_size(sorted(grid.get_node_ids()), lead.source.states, lead.config.clients_per_state)
+    replicates = []
+    for index, run in enumerate(runs):
+        first_round = continue_run(run, started) if run.config.resume else start_run(run, started)
+        log(INFO, "results: %s", run.writer.directory)
+        log(INFO, "[%s] %d clients, %d rounds, task %s, data %s (%s)", run.config.strategy, len(run.recorder.clients),
+            run.config.num_server_rounds, run.config.task, run.source.kind, run.source.label)
+        member = Member(tag_of(index), run.algorithm, client_keys(raw, run.raw),
+                        run.config.min_updates(len(run.recorder.clients)))
+        replicates.append(Replicate(run, member, first_round))
+    exchange = Exchange(grid, lead.source, len(lead.recorder.clients), timeout_s=lead.config.round_timeout,
+                        bindings=lead.config.bindings())
+    exchange.refresh([(r.member, r.next_round) for r in replicates])
+    for replicate in replicates:
+        record_sizes(replicate.run, exchange.sizes.get(replicate.member.tag, {}))
+    stops: list[QuorumError] = []
+    while active := [r for r in replicates if not r.done]:
+        for replicate in active:
+            if replicate.idle():
+                replicate.finish()
+        moving = [r for r in active if not r.done]
+        for replicate, (result, trained) in zip(moving, step([r.step() for r in moving], exchange)):
+            stop = replicate.advance(result, trained)
+            if stop:
+                log(ERROR, "%s", stop)
+                stops.append(stop)
+    if stops:
+        raise stops[0] if len(stops) == 1 else QuorumStops(stops)
+    return [run.writer.directory for run in runs]
+
+
+class Replicate:
+    """One replicate in the loop: its run, its member of the exchange, the next round it trains,
+    and its trained round waiting for its evaluation."""
+
+    def __init__(self, run: Run, member: Member, next_round: int) -> None:
+        self.run, self.member, self.next_round = run, member, next_round
+        self.pending: Trained | None = None
+        self.kept_in_a_row = 0
+        self.last_round = run.config.num_server_rounds  # lowered when max-failed-rounds stops it
+        self.done = False
+
+    def step(self) -> Step:
+        return Step(self.member, self.next_round if self.next_round <= self.last_round else None, self.pending)
+
+    def idle(self) -> bool:
+        """Nothing to train or evaluate any more: the run is complete."""
+        return self.next_round > self.last_round and self.pending is None
+
+    def evaluates(self, server_round: int) -> bool:
+        """`eval-every` rounds, and the last one (the summary's and a stop's), are evaluated."""
+        return server_round % self.run.config.eval_every == 0 or server_round == self.last_round
+
+    def advance(self, result: RoundResult | None, trained: Trained | None) -> QuorumError | None:
+        """Record the evaluated round with its checkpoint; keep the trained one for the next exchange
+        (or record it now, without evaluations, if it is not evaluated). The stop once the last of
+        `max-failed-rounds` rounds in a row that kept the model is recorded."""
+        stop = self.record(result, self.pending) if result is not None and self.pending is not None else None
+        self.pending = None
+        if trained is not None:
+            self.next_round = trained.server_round + 1
+            self.kept_in_a_row = self.kept_in_a_row + 1 if trained.health.model_kept else 0
+            if self.kept_in_a_row >= self.run.config.max_failed_rounds:
+                self.last_round = trained.server_round
+            if self.evaluates(trained.server_round):
+                self.pending = trained
+            else:
+                unevaluated = RoundResult(trained.server_round, [], trained.clusters, trained.choices, trained.health)
+                stop = self.record(unevaluated, trained) or stop
+        return stop
+
+    def record(self, result: RoundResult, trained: Trained) -> QuorumError | None:
+        self.run.recorder.commit(result, trained.arrays, trained.state)
+        if self.kept_in_a_row >= self.run.config.max_failed_rounds and result.server_round == self.last_round:
+            self.done = True
+            return QuorumError(self.run, result, self.kept_in_a_row)
+        return None
+
+    def finish(self) -> None:
+        self.run.writer.write_summary(self.run.recorder.final_summary())
+        remove_checkpoint(self.run.writer.directory)
+        self.done = True
+
+
+class QuorumStops(RuntimeError):
+    """Several replicates stopped for want of usable updates; each message in turn."""
+
+    def __init__(self, stops: list[QuorumError]) -> None:
+        super().__init__(f"{len(stops)} replicates stopped: " + " | ".join(str(s) for s in stops))
 
 
 class QuorumError(RuntimeError):

@@ -54,8 +54,9 @@ class Recorder:
     """Writes each round of one run and keeps its headline numbers (summary.json, console)."""
 
     def __init__(self, writer: ResultsWriter, clients: tuple[str, ...], strategy: str, task: str, data_source: str,
-                 total_rounds: int) -> None:
+                 total_rounds: int, label: str = "") -> None:
         self.writer = writer
+        self.label = label  # names the replicate in console lines when a federation trains several
         self.clients = clients
         self.run = {"strategy": strategy, "task": task, "data_source": data_source}
         self.total_rounds = total_rounds
@@ -133,9 +134,9 @@ class Recorder:
         refused = f" refused {h.refused_nodes}" if h.refused_nodes else ""
         log(
             INFO,
-            "round %3d/%d | pooled acc %.4f | mean SP gap %s | failed %d rejected %d eval-failed %d%s%s | %.1f s "
+            "%sround %3d/%d | pooled acc %.4f | mean SP gap %s | failed %d rejected %d eval-failed %d%s%s | %.1f s "
             "| elapsed %s, ETA %s",
-            result.server_round, self.total_rounds, self.summary_row.get("pooled_accuracy", float("nan")), gaps,
+            self.label, result.server_round, self.total_rounds, self.summary_row.get("pooled_accuracy", float("nan")), gaps,
             h.failed_clients, h.rejected_updates, h.failed_evaluations, refused, kept, seconds, clock(elapsed),
             clock(eta),
         )

@@ -1,9 +1,11 @@
 """What every strategy module declares: its spec, and the server half as an `Algorithm`.
 
 An `Algorithm` is the server side of one strategy with no Flower transport and no files: it
-says what each client is sent, aggregates the usable updates, and reads evaluations. The
-round loop (strategies/loop.py) does the messaging and the recorder (recorder/recorder.py)
-the writing, so an algorithm can be tested from made-up updates alone.
+says what each client is sent (a `Request` per exchange), aggregates the usable updates, and
+reads evaluations. The round loop (strategies/loop.py) does the messaging, packing the requests
+of every replicate that shares the federation into one message per client, and the recorder
+(recorder/recorder.py) the writing, so an algorithm can be tested from made-up updates alone
+and never knows how many replicates share its messages.
 
 A `StrategySpec` ties the two halves together: the name, the strategy's own config keys (a
 frozen dataclass of settings, validated by its `validate(config)`), the server half, the
@@ -17,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from clients.job import ClientJob, ClientReply
 from clients.sources import Source
@@ -46,10 +48,19 @@ class ServerSetup:
 
 @dataclass(frozen=True)
 class Payload:
-    """What one client is sent: arrays (several models under key prefixes) and config entries."""
+    """What one client is sent: arrays (several models under key prefixes, or a record made
+    already) and config entries."""
 
-    arrays: Params
+    arrays: Params | ArrayRecord
     extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One exchange of one strategy: the message type, and each client's payload."""
+
+    message_type: str
+    payloads: Mapping[int, Payload]
 
 
 class Algorithm:
@@ -106,18 +117,21 @@ class Algorithm:
     def restore(self, arrays: Params, state: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
-    # -- the phases, over the round loop's exchange ------------------------------------------
-    def train_round(self, server_round: int, exchange: Any, health: RoundHealth) -> list[dict[str, Any]] | None:
-        """Send every client its payload and aggregate the usable replies (strategies/loop.py)."""
-        payloads = {c: self.train_payload(server_round, c) for c in exchange.clients()}
-        replies = exchange.send(server_round, self.train_message_for(server_round), payloads)
+    # -- the phases: what an exchange sends, then what its replies make ----------------------
+    def train_request(self, server_round: int, clients: Sequence[int]) -> Request | None:
+        """What the round's training exchange sends the reachable `clients` (None: nothing)."""
+        return Request(self.train_message_for(server_round), {c: self.train_payload(server_round, c) for c in clients})
+
+    def train_done(self, server_round: int, replies: Sequence[Message], health: RoundHealth) -> list[dict[str, Any]] | None:
+        """Aggregate the usable training replies; the clusters.csv rows (strategies/loop.py sends)."""
         updates = usable_updates(replies, self.shapes, self.clients, health, lambda m: self.check_update(server_round, m))
         health.model_kept = not updates
         return self.aggregate(server_round, updates)
 
-    def evaluate_round(self, server_round: int, exchange: Any, health: RoundHealth) -> list[dict[str, Evaluation]]:
-        payloads = {c: self.evaluate_payload(server_round, c) for c in exchange.clients()}
-        replies = exchange.send(server_round, self.evaluate_message, payloads)
+    def evaluate_request(self, server_round: int, clients: Sequence[int]) -> Request:
+        return Request(self.evaluate_message, {c: self.evaluate_payload(server_round, c) for c in clients})
+
+    def evaluate_done(self, server_round: int, replies: Sequence[Message], health: RoundHealth) -> list[dict[str, Evaluation]]:
         return usable_evaluations(replies, self.read_evaluations, self.clients, health)
 
 

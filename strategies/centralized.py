@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
 
 import numpy as np
+from flwr.app import Message
 
 from clients.data import ClientSplit, Split, state_data
 from clients.kernels import SparseSplit, sparse_from_dense, train_sgd
@@ -62,8 +62,12 @@ class Centralized(FedAvg):
         pool = pooled_split(client_train_splits(self.setup))
         return sparse_from_dense(pool.x, pool.y)
 
-    def train_round(self, server_round: int, exchange: Any, health: RoundHealth) -> None:
-        """`local-epochs` SGD passes over the pooled data; no message goes to any client."""
+    def train_request(self, server_round: int, clients: Sequence[int]) -> None:
+        """No training message goes to any client."""
+        return None
+
+    def train_done(self, server_round: int, replies: Sequence[Message], health: RoundHealth) -> None:
+        """`local-epochs` SGD passes over the pooled data."""
         config = self.config
         pooled = self.pooled
         self.model, _ = train_sgd(self.model, pooled, lr=config.lr, epochs=config.local_epochs,

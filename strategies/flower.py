@@ -15,18 +15,18 @@ rounds, which Flower does not expose for saving, so resuming them is refused bef
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, Message
 from flwr.serverapp import strategy as flower_strategies
 
 from core.params import from_record, to_record
 from core.rounds import RoundHealth
 from core.settings import ConfigError, at_least, keys_of
-from core.wire import TRAIN_LOSS_KEY
-from strategies.algorithm import ServerSetup, StrategySpec
+from core.wire import ROUND_KEY, TRAIN_LOSS_KEY, train_type
+from strategies.algorithm import Payload, Request, ServerSetup, StrategySpec
 from strategies.fedavg import HANDLERS, FedAvg
 from strategies.replies import usable_replies
 
@@ -108,6 +108,16 @@ OWN_KEYS: dict[str, tuple[str, ...]] = {
 NAMES = tuple(PREFIX + name for name in BUILDERS)
 
 
+class ClientsAsNodes:
+    """What a built-in's `configure_train` asks of a grid, the node ids, answered with client indices."""
+
+    def __init__(self, clients: Sequence[int]) -> None:
+        self.clients = list(clients)
+
+    def get_node_ids(self) -> list[int]:
+        return self.clients
+
+
 class FlowerStrategy(FedAvg):
     """A built-in strategy trains; the global model it returns is evaluated like FedAvg's."""
 
@@ -116,10 +126,18 @@ class FlowerStrategy(FedAvg):
         self.flower_name = setup.config.strategy[len(PREFIX):]
         self.builtin = BUILDERS[self.flower_name](setup.config.params, setup.config)
 
-    def train_round(self, server_round: int, exchange: Any, health: RoundHealth) -> None:
-        config = ConfigRecord(dict(exchange.message_config(server_round)))
-        messages = self.builtin.configure_train(server_round, to_record(self.model), config, exchange.grid)
-        usable = usable_replies(exchange.send_messages(messages), self.shapes, self.clients, health)
+    def train_request(self, server_round: int, clients: Sequence[int]) -> Request | None:
+        """The built-in's own messages, addressed to `clients` (which it sees as its nodes). With no
+        client reachable there is nothing to configure (the built-in would wait for nodes)."""
+        if not clients:
+            return None
+        config = ConfigRecord({ROUND_KEY: server_round})
+        messages = self.builtin.configure_train(server_round, to_record(self.model), config, ClientsAsNodes(clients))
+        payloads = {m.metadata.dst_node_id: Payload(m.content["arrays"], dict(m.content["config"])) for m in messages}
+        return Request(messages[0].metadata.message_type if messages else train_type(), payloads)
+
+    def train_done(self, server_round: int, replies: Sequence[Message], health: RoundHealth) -> None:
+        usable = usable_replies(replies, self.shapes, self.clients, health)
         health.model_kept = not usable
         arrays, _ = self.builtin.aggregate_train(server_round, [message for _, message in usable])
         if arrays is not None:

@@ -1,8 +1,17 @@
-"""The round loop: Flower messaging between the server half of a strategy and its clients.
+"""The round loop: Flower messaging between the server halves of a federation's replicates and its clients.
 
-Every round the loop learns which node serves which client (a node it does not know yet is
-asked with an `identify` query), lets the algorithm train and evaluate over that map, and
-returns the round as a `RoundResult` for the recorder. The map is rebuilt from scratch in
+A replicate is one (strategy, settings, seed); a single run is a federation of one. Every round
+the loop learns which node serves which client (a node it does not know yet is asked with an
+`identify` query), asks every replicate's algorithm what it sends, sends each client one message
+carrying all of it, hands each replicate its own replies, and returns each replicate's round as a
+`RoundResult` for its recorder.
+
+One exchange per round: the message of round r carries, per replicate, the evaluation of round
+r-1's model and the training of round r; the client evaluates, then trains. So round r-1's
+result is complete when round r's replies come, and one evaluate-only exchange closes the run.
+Each part is computed from the algorithm's state exactly as in a round of its own, so the
+results files do not change; but a client that fails as a whole (no reply, its node gone) now
+loses round r-1's evaluation together with round r's training. The map is rebuilt from scratch in
 every new ServerApp process, so a resumed run, whose nodes have new ids, finds its clients
 again. A node that vanished is dropped from the map and its client counts as failed for the
 round; the round goes on with the others. A restarted SuperNode (new node id) is identified
@@ -18,10 +27,13 @@ not used. Without `node-states` a node's identity is what its node-config declar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from logging import ERROR, WARNING
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
@@ -29,12 +41,14 @@ from flwr.serverapp import Grid
 
 from clients.shards import client_ids
 from clients.sources import Source
-from core.params import to_record
+from core.bundle import Part, pack, split_reply
+from core.params import Params, to_record
 from core.rounds import RoundHealth, RoundResult
 from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY, SIZES_KEY
-from strategies.algorithm import Algorithm, Payload
+from strategies.algorithm import Algorithm, Request
 
 EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)  # the SuperLink's TTL replies
+EVALUATE, TRAIN = "e", "t"  # suffixes of a replicate's tag for its two parts of an exchange
 DEFAULT_TIMEOUT_S = 600.0  # `round-timeout`'s default: the longest wait for one exchange's replies
 
 
@@ -58,45 +72,59 @@ def source_config(source: Source) -> dict[str, Any]:
     return {"source-kind": source.kind, "source-path": source.path, "states": ",".join(source.states)}
 
 
+@dataclass(frozen=True)
+class Member:
+    """A replicate as the loop sees it: its tag, the run-config keys in which it differs from the
+    federation's (sent with its payloads), its server half, and its quorum (`min-clients`)."""
+
+    tag: str
+    algorithm: Algorithm
+    run: Mapping[str, Any] = field(default_factory=dict)
+    quorum: int = 1
+
+
 class Exchange:
-    """One run's messaging: the node-to-client map and per-client payloads over the grid.
+    """One federation's messaging: the node-to-client map, and every replicate's payloads to a
+    client packed into one message (core/bundle.py), its reply split back per replicate.
 
     `timeout_s` bounds every exchange (identify, train, evaluate): a client that has not
-    replied by then is failed for it, and its message expires. `quorum` is the number of
-    usable training updates a round needs (`min-clients`); `bindings` maps node ids to the
-    states they may serve (`node-states`; empty: not checked).
+    replied by then is failed for it, and its message expires. A failed or silent client so
+    fails for every replicate its message carried. `bindings` maps node ids to the states they
+    may serve (`node-states`; empty: not checked).
     """
 
     def __init__(self, grid: Grid, source: Source, num_clients: int, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 quorum: int = 1, bindings: Mapping[int, str] | None = None) -> None:
+                 bindings: Mapping[int, str] | None = None) -> None:
         self.grid = grid
         self.source_entries = source_config(source)
         self.num_clients = num_clients
         self.client_ids = client_ids(source.states, max(1, num_clients // max(1, len(source.states))))
         self.timeout_s = timeout_s
-        self.quorum = quorum
         self.bindings = dict(bindings or {})
         self.node_client: dict[int, int] = {}
-        self.sizes: dict[int, list[int]] = {}  # client -> records in its train, test, val splits
+        self.sizes: dict[str, dict[int, list[int]]] = {}  # replicate -> client -> records in train, test, val
         self.refused: set[int] = set()  # nodes refused since the round began
         self.silent: set[int] = set()  # nodes that let an exchange of this round time out
 
     def message_config(self, server_round: int) -> dict[str, Any]:
         return {ROUND_KEY: server_round, **self.source_entries}
 
-    def refresh(self, server_round: int) -> None:
-        """Forget vanished nodes and ask new ones (oldest first) which client they serve."""
-        self.refused, self.silent = set(), set()
+    def refresh(self, steps: Sequence[tuple[Member, int]], new_round: bool = True) -> None:
+        """Forget vanished nodes and ask new ones (oldest first) which client they serve, and each
+        replicate's split sizes there. A new round forgets the last one's refused and silent nodes;
+        the evaluate-only exchange that closes a run belongs to its last round."""
+        if new_round:
+            self.refused, self.silent = set(), set()
         live = {node.node_id: node.last_activated_at for node in self.grid.get_nodes()}
         self.node_client = {n: c for n, c in self.node_client.items() if n in live}
         unknown = sorted(set(live) - set(self.node_client), key=lambda n: (live[n], n))
-        if not unknown:
+        if not unknown or not steps:
             return
-        config = ConfigRecord(self.message_config(server_round))
-        asks = [Message(RecordDict({"config": config}), dst_node_id=n, message_type=IDENTIFY, ttl=self.timeout_s)
-                for n in unknown]
+        parts = [Part(m.tag, IDENTIFY, RecordDict({"config": ConfigRecord({ROUND_KEY: r})}), m.run) for m, r in steps]
+        _, content = pack(self.message_config(max(r for _, r in steps)), parts)
+        asks = {n: Message(content, dst_node_id=n, message_type=IDENTIFY, ttl=self.timeout_s) for n in unknown}
         order = {n: i for i, n in enumerate(unknown)}
-        replies = self.grid.send_and_receive(asks, timeout=self.timeout_s)
+        replies = self.grid.send_and_receive(list(asks.values()), timeout=self.timeout_s)
         for reply in sorted(replies, key=lambda r: order.get(r.metadata.src_node_id, len(order))):
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -106,9 +134,10 @@ class Exchange:
             if client is None or not self.admit(node, client):
                 continue
             self.node_client[node] = client
-            sizes = reply.content["metrics"].get(SIZES_KEY)
-            if sizes is not None:
-                self.sizes[client] = [int(n) for n in sizes]
+            for tag, answer in split_reply(reply, asks[node], [p.tag for p in parts]).items():
+                sizes = None if answer.has_error() else answer.content["metrics"].get(SIZES_KEY)
+                if sizes is not None:
+                    self.sizes.setdefault(tag, {})[client] = [int(n) for n in sizes]
 
     def claimed(self, reply: Message) -> int | None:
         """The client a reply names, if it is one of the run's."""
@@ -146,19 +175,36 @@ class Exchange:
         """The clients reachable this round, in client order."""
         return sorted(set(self.node_client.values()))
 
-    def send(self, server_round: int, message_type: str, payloads: Mapping[int, Payload]) -> list[Message]:
-        """Each reachable client's payload to its node; the replies. Equal arrays are encoded once."""
+    def send(self, outgoing: Sequence[Outgoing]) -> dict[str, list[Message]]:
+        """Every part for a client in one message to its node; each part's replies, by its tag.
+        Equal arrays are encoded once."""
         records: dict[int, ArrayRecord] = {}
-        messages = []
+        sent: dict[int, tuple[Message, list[str]]] = {}
         for node, client in sorted(self.node_client.items(), key=lambda item: item[1]):
-            payload = payloads[client]
-            arrays = records.get(id(payload.arrays))
-            if arrays is None:
-                arrays = records[id(payload.arrays)] = to_record(payload.arrays)
-            config = ConfigRecord({**self.message_config(server_round), **payload.extras})
-            messages.append(Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=node,
-                                    message_type=message_type, ttl=self.timeout_s))
-        return self.send_messages(messages)
+            parts = []
+            for out in outgoing:
+                if out.request is None or client not in out.request.payloads:
+                    continue
+                payload = out.request.payloads[client]
+                arrays = records.get(id(payload.arrays))
+                if arrays is None:
+                    arrays = records[id(payload.arrays)] = (
+                        payload.arrays if isinstance(payload.arrays, ArrayRecord) else to_record(payload.arrays))
+                config = ConfigRecord({**self.message_config(out.server_round), **payload.extras})
+                parts.append(Part(out.tag, out.request.message_type, RecordDict({"arrays": arrays, "config": config}),
+                                  out.run))
+            if parts:
+                message_type, content = pack(self.message_config(max(o.server_round for o in outgoing)), parts)
+                message = Message(content, dst_node_id=node, message_type=message_type, ttl=self.timeout_s)
+                sent[node] = (message, [p.tag for p in parts])
+        replies: dict[str, list[Message]] = {out.tag: [] for out in outgoing}
+        received = self.send_messages([message for message, _ in sent.values()])
+        by_id = {m.metadata.message_id: (m, tags) for m, tags in sent.values() if m.metadata.message_id}
+        for reply in received:  # an error reply made by the SuperLink comes from its own node id
+            message, tags = by_id.get(reply.metadata.reply_to_message_id) or sent[reply.metadata.src_node_id]
+            for tag, answer in split_reply(reply, message, tags).items():
+                replies[tag].append(answer)
+        return replies
 
     def send_messages(self, messages: Iterable[Message]) -> list[Message]:
         """Messages to mapped nodes only (a built-in strategy addresses every live node); their replies
@@ -186,11 +232,68 @@ class Exchange:
         return replies
 
 
-def run_round(algorithm: Algorithm, exchange: Exchange, server_round: int) -> RoundResult:
-    """Train, then evaluate; the round as a value."""
-    health = RoundHealth(quorum=exchange.quorum)
-    exchange.refresh(server_round)
-    choices = algorithm.train_round(server_round, exchange, health)
-    evaluations = algorithm.evaluate_round(server_round, exchange, health)
-    health.refused_nodes = len(exchange.refused)
-    return RoundResult(server_round, evaluations, algorithm.clusters(), choices, health)
+@dataclass(frozen=True)
+class Outgoing:
+    """One part of an exchange: a replicate's request for one round, under its own tag."""
+
+    tag: str
+    run: Mapping[str, Any]
+    server_round: int
+    request: Request | None
+
+
+@dataclass
+class Trained:
+    """A replicate's round whose training is done and whose evaluation comes with the next exchange:
+    what it chose and how it went, and the algorithm's state after it (for its checkpoint)."""
+
+    server_round: int
+    health: RoundHealth
+    choices: list[dict[str, Any]] | None
+    clusters: dict[int, int]
+    arrays: Params
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one replicate does in an exchange: train a round (None: none), evaluate a trained one."""
+
+    member: Member
+    train_round: int | None = None
+    evaluate: Trained | None = None
+
+
+def step(steps: Sequence[Step], exchange: Exchange) -> list[tuple[RoundResult | None, Trained | None]]:
+    """One exchange for every replicate: each client evaluates the model of the round trained last,
+    then trains this round's, in one message. Per step, the evaluated round as a value and the
+    round just trained (whose evaluation comes with the next exchange)."""
+    exchange.refresh([(s.member, s.train_round or s.evaluate.server_round) for s in steps],
+                     new_round=any(s.train_round is not None for s in steps))
+    clients = exchange.clients()
+    outgoing = []
+    for s in steps:
+        algorithm, tag = s.member.algorithm, s.member.tag
+        if s.evaluate is not None:
+            r = s.evaluate.server_round
+            outgoing.append(Outgoing(f"{tag}{EVALUATE}", s.member.run, r, algorithm.evaluate_request(r, clients)))
+        if s.train_round is not None:
+            r = s.train_round
+            outgoing.append(Outgoing(f"{tag}{TRAIN}", s.member.run, r, algorithm.train_request(r, clients)))
+    replies = exchange.send(outgoing)
+    out = []
+    for s in steps:
+        algorithm, tag, result, trained = s.member.algorithm, s.member.tag, None, None
+        if s.evaluate is not None:
+            done = s.evaluate
+            evaluated = algorithm.evaluate_done(done.server_round, replies[f"{tag}{EVALUATE}"], done.health)
+            result = RoundResult(done.server_round, evaluated, done.clusters, done.choices, done.health)
+        if s.train_round is not None:
+            health = RoundHealth(quorum=s.member.quorum)
+            choices = algorithm.train_done(s.train_round, replies[f"{tag}{TRAIN}"], health)
+            health.refused_nodes = len(exchange.refused)
+            arrays, state = algorithm.state()
+            trained = Trained(s.train_round, health, choices, dict(algorithm.clusters()),
+                              {k: np.array(v, copy=True) for k, v in arrays.items()}, copy.deepcopy(dict(state)))
+        out.append((result, trained))
+    return out

@@ -1,10 +1,11 @@
-"""A grid that looks for replies every 0.1 s.
+"""A grid that looks for replies every 5 ms in simulation and every 0.1 s on the deployment engine.
 
-Flower 1.42's deployment-engine grid sleeps 3 s between pulls in `send_and_receive`, so every
-exchange (identify, train, evaluate) ends up to 3 s after its last reply arrived: on a loopback
-federation that was a large share of a round. This wrapper pushes and pulls through the grid's
-own `push_messages`/`pull_messages`, with the 0.1 s interval Flower's simulation grid uses;
-everything else is the wrapped grid's.
+Flower 1.42's grids sleep between pulls in `send_and_receive`: 3 s on the deployment engine, 0.1 s
+in simulation (`InMemoryGrid`'s fixed `pull_interval`). So every exchange ended up to that long
+after its last reply arrived, a large share of a short round. This wrapper pushes and pulls
+through the grid's own `push_messages`/`pull_messages` at its own interval; everything else is
+the wrapped grid's. In simulation a pull is a look into the SuperLink's in-memory state, so 5 ms
+costs little; on the deployment engine every pull is an RPC, and 0.1 s keeps the SuperLink idle.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from flwr.app import Message
 from flwr.supercore.run import Run
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.serverapp import Grid
+from flwr.superlink.grid import InMemoryGrid
 
-REPLY_POLL_S = 0.1
+REPLY_POLL_S = 0.1  # deployment engine: each pull is an RPC to the SuperLink
+SIMULATION_POLL_S = 0.005  # simulation: each pull reads the in-memory link state
 
 
 def receive(grid: Grid, messages: Iterable[Message], timeout: float | None, poll_s: float = REPLY_POLL_S) -> list[Message]:
@@ -42,6 +45,11 @@ class PollingGrid(Grid):
     def __init__(self, grid: Grid, poll_s: float = REPLY_POLL_S) -> None:
         self.grid = grid
         self.poll_s = poll_s
+
+    @classmethod
+    def around(cls, grid: Grid) -> PollingGrid:
+        """`grid` wrapped with the interval its engine suits."""
+        return cls(grid, SIMULATION_POLL_S if isinstance(grid, InMemoryGrid) else REPLY_POLL_S)
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)

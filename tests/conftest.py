@@ -108,10 +108,19 @@ def run_in_process(
 ) -> Path:
     """Run the app's ServerApp logic over an in-process federation of `num_nodes` nodes
     (default: one per client, states x clients-per-state); returns the results dir."""
-    raw = get_fused_config_from_dir(REPO, {**overrides, "results-dir": str(results_dir)})
+    return run_replicates_in_process({**overrides, "results-dir": str(results_dir)}, results_dir.parent,
+                                     grid_class, num_nodes)[0]
+
+
+def run_replicates_in_process(
+    overrides: dict, base: Path, grid_class: type[InProcessGrid] = InProcessGrid, num_nodes: int | None = None
+) -> list[Path]:
+    """`run_in_process` for a federation's run config (a `replicates` file among its keys, or not);
+    every replicate's results dir."""
+    raw = get_fused_config_from_dir(REPO, overrides)
     states = [s for s in str(raw["states"]).split(",") if s]
     nodes = len(states) * int(raw["clients-per-state"]) if num_nodes is None else num_nodes
-    return run_federation(grid_class(raw, nodes), raw, results_dir.parent)
+    return run_federation(grid_class(raw, nodes), raw, base)
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ def test_a_round_is_sgd_on_the_concatenated_training_splits():
     algorithm = Centralized(ServerSetup(config, STATES, Source("synthetic", "", STATES),
                                         partial(init_params, task.width, task.hidden)))
     for r in (1, 2):
-        assert algorithm.train_round(r, None, RoundHealth()) is None
+        assert algorithm.train_request(r, [0, 1, 2]) is None
+        assert algorithm.train_done(r, [], RoundHealth()) is None
     expected = expected_model(2)
     for key, value in expected.items():
         assert np.array_equal(algorithm.state()[0][key], value), key

@@ -16,7 +16,8 @@ import pytest
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 
-from core.wire import ROUND_KEY
+from core.bundle import unpack
+from core.wire import IDENTIFY, ROUND_KEY
 from fl_app.deploy import Federation, make_node_key, node_config, plan
 from tests.conftest import InProcessGrid, run_in_process
 from tests.live import alive, deploy, marked, started_pids
@@ -145,11 +146,14 @@ def test_the_rejoined_run_equals_one_where_the_client_just_failed_in_those_round
 
 
 def ca_fails_except(trained: set[int], evaluated: set[int]) -> type[InProcessGrid]:
+    """CA's node fails every message that holds a training or evaluation it missed (a message of
+    round r holds round r-1's evaluation and round r's training: one exchange per round)."""
     class Replay(InProcessGrid):
         def deliver(self, message):
-            kind, server_round = message.metadata.message_type, int(message.content["config"][ROUND_KEY])
-            missed = (kind.startswith("train") and server_round not in trained) or (
-                kind.startswith("evaluate") and server_round not in evaluated)
+            parts = [] if message.metadata.message_type == IDENTIFY else unpack(message.content)
+            missed = any((p.message_type.startswith("train") and int(p.content["config"][ROUND_KEY]) not in trained) or (
+                p.message_type.startswith("evaluate") and int(p.content["config"][ROUND_KEY]) not in evaluated)
+                for p in parts)
             if message.metadata.dst_node_id == 1001 and missed:  # partition-id 1: CA
                 return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="replayed"), reply_to=message)
             return super().deliver(message)

@@ -1,5 +1,6 @@
-"""Imports run one way: no two top-level packages import each other, and the ClientApp never
-loads the server's machinery (round loop, recorder, results files, checkpoints) nor torch."""
+"""Imports run one way: no two top-level packages import each other, no analysis module imports
+itself back through others, the study's planning and execution never import its reporting, and the
+ClientApp never loads the server's machinery (round loop, recorder, results files, checkpoints) nor torch."""
 
 import ast
 import json
@@ -14,6 +15,27 @@ from tests.conftest import REPO
 PACKAGES = sorted(p.name for p in REPO.iterdir() if (p / "__init__.py").exists() and p.name not in ("tests", "benchmarks"))
 SERVER_SIDE = ("strategies.loop", "recorder", "fl_app.setup", "fl_app.server_app", "fl_app.check", "fl_app.deploy",
                "analysis", "core.torch_model", "torch")
+
+
+STUDY_EXECUTION = ("analysis.study_plan", "analysis.study_run")
+REPORTING = ("analysis.study_report", "analysis.study_tables", "analysis.report", "analysis.document", "matplotlib")
+
+
+def imported_names(path) -> set[str]:
+    """Absolute module names a file imports, at any depth (lazy imports inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def analysis_imports() -> dict[str, set[str]]:
+    """analysis module -> the analysis modules it imports."""
+    modules = {f"analysis.{p.stem}": p for p in (REPO / "analysis").glob("*.py") if p.stem != "__init__"}
+    return {m: {n for n in imported_names(p) if n in modules} - {m} for m, p in modules.items()}
 
 
 def imported_packages(package: str) -> set[str]:
@@ -31,6 +53,24 @@ def test_no_two_top_level_packages_import_each_other():
     edges = {p: imported_packages(p) for p in PACKAGES}
     mutual = sorted({tuple(sorted((a, b))) for a in edges for b in edges[a] if a in edges.get(b, set())})
     assert mutual == [], f"mutual imports: {mutual}"
+
+
+def test_no_analysis_module_imports_itself_back():
+    edges = analysis_imports()
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        return any(n == target or (n not in seen and reaches(n, target, seen | {n})) for n in edges[start])
+
+    circles = sorted(m for m in edges if reaches(m, m, {m}))
+    assert circles == [], f"analysis modules on an import circle: {circles}"
+
+
+def test_planning_and_executing_a_study_never_load_the_reporting():
+    code = f"import sys, json, {', '.join(STUDY_EXECUTION)}; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                                       check=True, timeout=120).stdout)
+    assert [m for m in loaded if any(m == r or m.startswith(r + ".") for r in REPORTING)] == []
+    assert set(STUDY_EXECUTION) <= set(loaded)
 
 
 def test_the_shared_bottom_layer_imports_nothing_of_ours():

@@ -3,9 +3,14 @@
 import itertools
 
 from flwr.app import Message, RecordDict
+from flwr.server.superlink.linkstate import LinkStateFactory
+from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.superlink.grid import InMemoryGrid
 from flwr.supercore.task_identity import TaskIdentity
 
-from strategies.polling import PollingGrid, receive
+from strategies.polling import REPLY_POLL_S, PollingGrid, receive
 
 
 class TrickleGrid:
@@ -56,3 +61,9 @@ def test_the_wrapper_delegates_everything_but_the_wait():
     grid = PollingGrid(inner, poll_s=0.001)
     assert len(list(grid.send_and_receive(messages(2), timeout=60))) == 2
     assert grid.pull_messages(["m0"]) == [] and inner.pulls == 3
+
+
+def test_the_simulation_grid_is_polled_every_10_ms_or_less_and_the_deployment_grid_every_0_1_s():
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    assert PollingGrid.around(InMemoryGrid(state_factory=factory)).poll_s <= 0.01
+    assert PollingGrid.around(TrickleGrid()).poll_s == REPLY_POLL_S == 0.1

@@ -34,8 +34,8 @@ def test_the_readme_flower_table_lists_each_built_in_and_its_keys():
 
 
 def test_the_client_app_serves_every_registered_message_type():
-    registered = {name.removesuffix(".default") for name in app._registered_funcs} - {IDENTIFY}
-    assert registered == set(client_handlers())
+    registered = {name.removesuffix(".default") for name in app._registered_funcs}
+    assert registered == {*client_handlers(), IDENTIFY, "train.replicates", "evaluate.replicates"}
 
 
 def test_every_strategy_key_is_a_readme_config_key():

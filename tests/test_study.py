@@ -27,7 +27,9 @@ from recorder.files import COUNTS_COLUMNS
 from analysis.stats import adjusted_rand_index, chosen_round, holm, pareto_front, plateau_round, signed_rank_test
 from analysis.compare import RunResults
 from analysis.document import to_markdown
-from analysis.study import build_grid, build_parser, eta, main, plan, study_record, study_settings
+from analysis.study import build_parser, main
+from analysis.study_plan import build_grid, plan, study_record, study_settings
+from analysis.study_run import eta, federation_config, federations, run_state
 from analysis.study_report import data_section
 from analysis.study_tables import Arm, verdict
 from core.states import FOLKTABLES_STATES
@@ -474,22 +476,26 @@ def test_a_directory_with_files_but_no_study_is_refused(tmp_path, capsys):
 def test_a_failed_run_is_recorded_the_study_goes_on_and_a_rerun_resumes_only_what_is_unfinished(
         tmp_path, monkeypatch, capsys):
     """run.sh stands in here for a trainer that writes results like a run (the e2e test runs the real one)."""
-    import analysis.study as study_module
+    import analysis.study_run as study_module
 
-    calls = []
+    calls, federations = [], []
 
-    def fake_train(run_config: str, log: Path) -> int:
+    def fake_train(run_config: str, log: Path) -> tuple[int, str]:
         keys = dict(re.findall(r'(\S+?)=("[^"]*"|\S+)', run_config))
-        run_dir, strategy, seed = Path(json.loads(keys["results-dir"])), json.loads(keys["strategy"]), int(keys["seed"])
-        calls.append((run_dir.name, "resume" in keys))
-        if (strategy, seed) == ("ifca", 1) and len(calls) <= 4:  # fails the first time, leaving a started run
-            run_dir.mkdir(parents=True)
-            (run_dir / "config.json").write_text("{}")
-            return 1
-        if run_dir.exists():
-            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-        write_run(run_dir, strategy, seed)
-        return 0
+        federations.append(len(federations))
+        code = 0
+        for table in json.loads(Path(json.loads(keys["replicates"])).read_text()):
+            run_dir, strategy, seed = Path(table["results-dir"]), table["strategy"], int(table["seed"])
+            calls.append((run_dir.name, "resume" in table))
+            if (strategy, seed) == ("ifca", 1) and len(federations) == 1:  # fails the first time, leaving a started run
+                run_dir.mkdir(parents=True)
+                (run_dir / "config.json").write_text("{}")
+                code = 1
+                continue
+            if run_dir.exists():
+                subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+            write_run(run_dir, strategy, seed)
+        return code, str(1000 + len(federations))
 
     monkeypatch.setattr(study_module, "train", fake_train)
     monkeypatch.setattr(study_module, "preflight", lambda run_config: None)
@@ -497,6 +503,7 @@ def test_a_failed_run_is_recorded_the_study_goes_on_and_a_rerun_resumes_only_wha
     assert main(argv) == 1
     runs = pd.read_csv(out / "runs.csv", keep_default_na=False)
     assert runs["status"].tolist() == ["completed", "completed", "completed", "failed"]
+    assert runs["federation"].tolist() == [1001] * 4  # one federation for the whole grid
     assert "FAILED (exit 1" in capsys.readouterr().err
     assert "`runs/ifca_seed1` (failed)" in (out / "report.md").read_text()
 
@@ -505,6 +512,7 @@ def test_a_failed_run_is_recorded_the_study_goes_on_and_a_rerun_resumes_only_wha
     again = pd.read_csv(out / "runs.csv", keep_default_na=False)
     assert again["status"].tolist() == ["completed"] * 4
     assert again["wall_s"][:3].tolist() == runs["wall_s"][:3].tolist()
+    assert again["federation"].tolist() == [1001, 1001, 1001, 1002]
 
 
 def test_a_bad_value_is_refused_by_the_apps_own_check_before_any_run(tmp_path, capsys):
@@ -578,7 +586,8 @@ def test_a_killed_study_resumes_and_a_complete_one_trains_nothing(tmp_path):
         for home in homes:
             subprocess.run(["rm", "-rf", home], check=False)
     assert first.returncode == -signal.SIGKILL and not (out / "report.md").exists()
-    finished = (run_dir / "summary.json").exists()  # the kill may land after the run's last round
+    states = {name: run_state(out / "runs" / name) for name in ("fedavg_seed0", "ifca_seed0")}  # lockstep replicates
+    complete, resume = (sum(s == kind for s in states.values()) for kind in ("complete", "resume"))
 
     second = subprocess.run(study_sh(out), cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -586,11 +595,11 @@ def test_a_killed_study_resumes_and_a_complete_one_trains_nothing(tmp_path):
     assert runs["status"].tolist() == ["completed"] * 2
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["fedavg_seed0", "ifca_seed0"]
     resumed = json.loads((run_dir / "config.json").read_text()).get("resumed", [])
-    if finished:
-        assert "1 complete (skipped)" in second.stderr and resumed == []
+    assert f"{complete} complete (skipped), {resume} to resume" in second.stderr
+    if states["fedavg_seed0"] == "complete":
+        assert resumed == []
     else:
-        assert "1 to resume" in second.stderr and "fedavg seed 0: completed in" in second.stderr
-        assert len(resumed) == 1
+        assert "fedavg seed 0: completed in" in second.stderr and len(resumed) == (states["fedavg_seed0"] == "resume")
     assert set(read_summary(out)["n_seeds"]) == {1}
 
     third = subprocess.run(study_sh(out), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -599,3 +608,36 @@ def test_a_killed_study_resumes_and_a_complete_one_trains_nothing(tmp_path):
     assert pd.read_csv(out / "runs.csv", keep_default_na=False).equals(runs)  # wall_s unchanged
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(runs["run_dir"].str.removeprefix("runs/"))
     assert (out / "report.html").is_file()
+
+
+@pytest.mark.e2e
+def test_a_study_of_two_strategies_and_three_seeds_trains_in_one_federation(tmp_path):
+    out = tmp_path / "study"
+    command = ["bash", str(REPO / "run.sh"), "study", "--strategies", "fedavg ifca", "--seeds", "3",
+               "--run-config", E2E_CONFIG, "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "FAIRFL_VENV": sys.prefix}, capture_output=True,
+                          text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False, dtype=str)
+    assert runs["status"].tolist() == ["completed"] * 6
+    assert runs["federation"].nunique() == 1 and runs["federation"][0].isdigit()
+    assert "in 1 federation(s)" in done.stderr
+
+
+def test_runs_share_a_federation_unless_their_data_settings_differ(tmp_path):
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text('[strategy-config.ifca]\nstates = "AL,WY"\n')
+    args = build_parser().parse_args(["--strategies", "fedavg ifca fair-ifca", "--seeds", "2", "--grid", str(grid_file),
+                                      "--run-config", 'data-source="synthetic" states="AL,CA,WY"',
+                                      "--out", str(tmp_path / "s")])
+    runs = plan(build_grid(args)[0])
+    groups = federations([(i, run, "new") for i, run in enumerate(runs)])
+    assert [[run.name for _, run, _ in g] for g in groups] == [
+        ["fedavg_seed0", "fair-ifca_lambda1_seed0", "fedavg_seed1", "fair-ifca_lambda1_seed1"],
+        ["ifca_seed0", "ifca_seed1"]]
+    config = federation_config(groups[1], tmp_path / "s", "f")
+    assert config == f'data-source="synthetic" states="AL,WY" replicates="{tmp_path / "s" / "federations" / "f.json"}"'
+    tables = json.loads((tmp_path / "s" / "federations" / "f.json").read_text())
+    assert [(t["strategy"], t["seed"], t["results-dir"]) for t in tables] == [
+        ("ifca", s, str(tmp_path / "s" / "runs" / f"ifca_seed{s}")) for s in (0, 1)]
+    assert not any(k in t for t in tables for k in ("states", "data-source", "resume"))
