@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for users and CI.
 #   ./run.sh setup                      create .venv with the pinned dependencies
+#   ./run.sh clean-cache                empty the caches runs rebuild by themselves (fl_app/clean_cache.py)
 #   ./run.sh test [pytest args]         setup, then run the test suite
 #   ./run.sh run [--run-config '...']   setup, then one experiment through `flwr run`
 #   ./run.sh deploy [--run-config '...'] the same on Flower's deployment engine (SuperLink + SuperNodes)
@@ -162,11 +163,12 @@ trap 'exit 143' TERM
 cmd="${1:-help}"; shift || true
 case "$cmd" in
   setup) setup ;;
+  clean-cache) setup; cd "$REPO"; exec "$PY" -m fl_app.clean_cache ;;
   test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
   run) setup; run_experiment "$@" ;;
   deploy) setup; exec "$PY" -m fl_app.deploy "$@" ;;
   compare) setup; compare_strategies "$@" ;;
   # The user's directory stays the working one, so --out and --grid resolve where they were typed.
   study) setup; PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m analysis.study "$@" ;;
-  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X] | study [--strategies '...'] [--seeds ...] [--lambdas ...] [--run-config '...'] [--grid FILE] --out DIR" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh setup | clean-cache | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X] | study [--strategies '...'] [--seeds ...] [--lambdas ...] [--run-config '...'] [--grid FILE] --out DIR" >&2; exit 2 ;;
 esac

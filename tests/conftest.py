@@ -2,9 +2,11 @@
 in-process federation for fast runs, and real `./run.sh run` runs where only those will do."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from flwr.common.config import get_fused_config_from_dir
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from core.cache_dir import ENV as CACHE_ENV
+from core.cache_dir import cache_root
 from fl_app.client_app import app as client_app
 from fl_app.setup import run_federation
 
@@ -143,3 +147,15 @@ def real_fedavg_run(tmp_path_factory) -> Path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: a real study or run through ./run.sh (slow; select with -m e2e)")
+    # One temporary cache for the whole session, never the user's: the controller sets it before
+    # xdist starts its workers, and every subprocess (./run.sh, Flower, Ray actors) inherits it.
+    # Compiled kernels stay in the user's numba cache: a fresh one makes every process compile
+    # for 20-30 s, and numba keys entries by source content and CPU, so sharing changes no result.
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root() / "numba"))
+        os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="fairfl-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        shutil.rmtree(os.environ[CACHE_ENV], ignore_errors=True)
