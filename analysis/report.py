@@ -45,8 +45,9 @@ from analysis.compare import (
     title_suffix,
 )
 from analysis.gaussian import OneLineErrorParser
+from analysis.panels import panel_grid, tile_maps
 from recorder.files import ResultsError
-from analysis.tilemap import category_map, value_map
+from analysis.tilemap import category_map
 from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES
 
@@ -196,17 +197,6 @@ def interval_note(configs: Sequence[Configuration]) -> str:
 def _seeds_text(config: Configuration) -> str:
     n = len(config.runs)
     return f"{n} seeds ({', '.join(map(str, config.seeds))})" if n > 1 else f"seed {config.seeds[0]}"
-
-
-def _panels(n: int, width: float, height: float, columns: int = 2) -> tuple[Figure, list[Axes]]:
-    """A figure of n panels, `columns` per row, unused grid cells hidden."""
-    ncols = min(columns, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_axis_off()
-    return fig, axes[:n]
 
 
 def _save(fig: Figure, out: Path, name: str) -> str:
@@ -364,7 +354,7 @@ def _cluster_panel(ax: Axes, config: Configuration, run: RunResults) -> str:
 def cluster_section(configs: list[Configuration], out: Path) -> str:
     parts = ["## Cluster membership (final round)"]
     for config in (c for c in configs if c.clustered):
-        fig, axes = _panels(len(config.runs), 6.4, 4.6)
+        fig, axes = panel_grid(len(config.runs), 6.4, 4.6)
         clauses = [_cluster_panel(ax, config, run) for ax, run in zip(axes, config.runs, strict=True)]
         name = _save(fig, out, f"clusters_{config.slug}.png")
         parts += [f"![Clusters of {config.label}]({name})", f"{config.label}, {'; '.join(clauses)}."]
@@ -374,11 +364,7 @@ def cluster_section(configs: list[Configuration], out: Path) -> str:
 def _map_figure(panels: list[tuple[str, dict[str, float]]], out: Path, name: str, cmap: str,
                 norm: Normalize, label: str, note: Callable[[float], str]) -> str:
     """Tile maps of per-state values, one panel each, sharing one colour scale."""
-    fig, axes = _panels(len(panels), 6.4, 4.4)
-    mappables = [value_map(ax, values, colormaps[cmap], norm, title, note)
-                 for ax, (title, values) in zip(axes, panels, strict=True)]
-    fig.colorbar(mappables[0], ax=axes, shrink=0.7, label=label)
-    return _save(fig, out, name)
+    return _save(tile_maps(panels, cmap, norm, label, note, 6.4, 4.4), out, name)
 
 
 def _extremes(values: dict[str, float]) -> str:
