@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One entry point for users and CI.
 #   ./run.sh setup                      create .venv with the pinned dependencies
-#   ./run.sh test [pytest args]         setup, then run the test suite
+#   ./run.sh clean-cache                empty the caches runs rebuild by themselves (fl_app/clean_cache.py)
+#   ./run.sh test [--fast] [pytest args] setup, then run the test suite (--fast: only the tests
+#                                       not marked live, i.e. no federation in other processes)
+#   ./run.sh py [args]                  the project venv's python (e.g. ./run.sh py -m analysis.compare ...)
 #   ./run.sh run [--run-config '...']   setup, then one experiment through `flwr run`
 #   ./run.sh deploy [--run-config '...'] the same on Flower's deployment engine (SuperLink + SuperNodes)
 #   ./run.sh compare [--run-config '...'] every strategy with the study's settings, then the
@@ -110,6 +113,7 @@ run_experiment() {
 
   local cpus="${FAIRFL_ACTOR_CPUS:-1}"
   echo "flwr run: $n SuperNodes, data $data, results in ${results:-$replicates}" >&2
+  echo "  (Flower then warns that its default changed from 10 SuperNodes to 2: not this run's size, set above)" >&2
   local out_file="$FLWR_HOME/run.json" run_id
   run_bg flwr run . --format json "${overrides[@]}" --run-config "$pinned" \
         --federation-config "num-supernodes=$n client-resources-num-cpus=$cpus $fed_extra" > "$out_file" || true
@@ -164,11 +168,17 @@ trap 'exit 143' TERM
 cmd="${1:-help}"; shift || true
 case "$cmd" in
   setup) setup ;;
-  test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
+  clean-cache) setup; cd "$REPO"; exec "$PY" -m fl_app.clean_cache ;;
+  test)
+    setup; cd "$REPO"
+    if [[ "${1:-}" == "--fast" ]]; then shift; exec "$PY" -m pytest -m "not live" "$@"; fi
+    exec "$PY" -m pytest "$@" ;;
+  # The user's directory stays the working one, with the repository importable from anywhere.
+  py) setup; PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" "$@" ;;
   run) setup; run_experiment "$@" ;;
   deploy) setup; exec "$PY" -m fl_app.deploy "$@" ;;
   compare) setup; compare_strategies "$@" ;;
   # The user's directory stays the working one, so --out and --grid resolve where they were typed.
   study) setup; PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m analysis.study "$@" ;;
-  *) echo "usage: ./run.sh setup | test [pytest args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X] | study [--strategies '...'] [--seeds ...] [--lambdas ...] [--run-config '...'] [--grid FILE] --out DIR" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh setup | clean-cache | test [--fast] [pytest args] | py [python args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X] | study [--strategies '...'] [--seeds ...] [--lambdas ...] [--run-config '...'] [--grid FILE] --out DIR" >&2; exit 2 ;;
 esac

@@ -1,9 +1,10 @@
-"""Study report: learning curves, per-state accuracy and fairness, tile maps, comparison with FedAvg
+"""Run and study report: learning curves, per-state accuracy and fairness, tile maps, comparison with FedAvg
 (and with local training when it is among the runs).
 
 Runs that differ only in their seed are one configuration; its numbers are means over seeds with
-percentile-bootstrap 95% intervals, so a single lucky seed cannot pass for an effect. Every sentence
-in the report is computed from the numbers it sits next to.
+percentile-bootstrap 95% intervals, so a single lucky seed cannot pass for an effect. One run gets
+a run report, worded for one seed. Every sentence in the report is computed from the numbers it sits
+next to, and a run whose every client predicts a single class is called degenerate, not ranked.
 `python -m analysis.report RESULTS_DIR [RESULTS_DIR ...] --out DIR`.
 """
 
@@ -44,8 +45,9 @@ from analysis.compare import (
     title_suffix,
 )
 from analysis.cli import OneLineErrorParser
+from analysis.panels import panel_grid, tile_maps
 from recorder.files import ResultsError
-from analysis.tilemap import category_map, value_map
+from analysis.tilemap import category_map
 from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES
 
@@ -165,20 +167,36 @@ def cell(mean: float, low: float, high: float, seeds: int, signed: bool = False)
     return fmt(mean, signed)
 
 
+def several_seeds(configs: Sequence[Configuration]) -> bool:
+    return any(len(config.runs) > 1 for config in configs)
+
+
+def over_seeds(configs: Sequence[Configuration]) -> str:
+    """How the numbers were made: ', mean over seeds' for a study, nothing for single runs."""
+    return ", mean over seeds" if several_seeds(configs) else ""
+
+
+def single_class_states(run: RunResults) -> list[str]:
+    """States whose deployed model predicts one class for every test record at the final round."""
+    counts = run.deployed_counts()
+    final = counts[(counts["round"] == run.final_round) & (counts["attribute"] == counts["attribute"].iloc[0])]
+    per_state = final.groupby("state")[["tp", "fp", "tn", "fn"]].sum()
+    one_class = (per_state["tp"] + per_state["fp"] == 0) | (per_state["tn"] + per_state["fn"] == 0)
+    return sorted(per_state.index[one_class])
+
+
+def degenerate(config: Configuration) -> bool:
+    """Every client of every run predicts a single class: every gap is 0 by construction."""
+    return all(set(single_class_states(run)) >= set(run.states) for run in config.runs)
+
+
+def interval_note(configs: Sequence[Configuration]) -> str:
+    return f" [{LEVEL:.0%} interval when several seeds]" if several_seeds(configs) else ""
+
+
 def _seeds_text(config: Configuration) -> str:
     n = len(config.runs)
-    return f"{n} seed{'s' if n > 1 else ''} ({', '.join(map(str, config.seeds))})"
-
-
-def _panels(n: int, width: float, height: float, columns: int = 2) -> tuple[Figure, list[Axes]]:
-    """A figure of n panels, `columns` per row, unused grid cells hidden."""
-    ncols = min(columns, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_axis_off()
-    return fig, axes[:n]
+    return f"{n} seeds ({', '.join(map(str, config.seeds))})" if n > 1 else f"seed {config.seeds[0]}"
 
 
 def _save(fig: Figure, out: Path, name: str) -> str:
@@ -205,17 +223,27 @@ def header_section(configs: list[Configuration]) -> str:
             rows.append([f"`{run.path}`", config.label, run.task, source, len(run.states), run.final_round,
                          run.seed, commit])
     header = ["run", "strategy", "task", "data source", "states", "rounds", "seed", "git commit"]
-    lines = [
-        "# Personalization and group fairness: study report",
-        f"{len(runs)} run(s) in {len(configs)} configuration(s); a configuration's runs differ only in "
-        f"their seed. Intervals are {LEVEL:.0%} percentile-bootstrap intervals over seeds "
-        f"({RESAMPLES} resamples, seed {BOOTSTRAP_SEED}).",
-        markdown_table(header, rows),
-    ]
+    if len(runs) == 1:
+        title, intro = "run report", (f"One run, seed {runs[0].seed}: no intervals (`./run.sh study` repeats "
+                                      "runs over seeds and gives them).")
+    else:
+        title = "study report" if several_seeds(configs) else f"{len(runs)} runs compared"
+        intro = (f"{len(runs)} runs in {len(configs)} configuration(s); a configuration's runs differ only in "
+                 f"their seed. Intervals are {LEVEL:.0%} percentile-bootstrap intervals over seeds "
+                 f"({RESAMPLES} resamples, seed {BOOTSTRAP_SEED}).")
+    lines = [f"# Personalization and group fairness: {title}", intro, markdown_table(header, rows)]
+    for config in configs:
+        if degenerate(config):
+            lines.append(f"**{config.label} is degenerate**: at the final round every client predicts a single "
+                         "class, so accuracy is the base rate and every gap is 0 by construction; nothing below "
+                         "is ranked for it. Train longer (more rounds or local epochs, or a larger lr).")
     for states in dict.fromkeys(run.states for run in runs):
         lines.append(f"States ({len(states)}): {', '.join(states)}.")
         missing = [s for s in FOLKTABLES_STATES if s not in {c.split("-")[0] for c in states}]
-        if missing and any(run.config["data"].get("source") != "synthetic" for run in runs):
+        selected = any(str(run.config["config"].get("states", "")) for run in runs if run.states == states)
+        if missing and selected:
+            lines.append(f"Not selected (the `states` key): {', '.join(missing)}.")
+        elif missing and any(run.config["data"].get("source") != "synthetic" for run in runs):
             lines.append(f"Absent from the data: {', '.join(missing)}, so {len(states)} clients where the paper "
                          f"had {len(FOLKTABLES_STATES)} (50 states and PR).")
     for versions in dict.fromkeys(json.dumps(run.config.get("versions", {})) for run in runs):
@@ -270,9 +298,10 @@ def curves_section(configs: list[Configuration], out: Path) -> str:
     return "\n\n".join([
         "## Learning curves and final-round means",
         f"![Pooled accuracy and mean SP gap by round]({name})",
-        f"Final round, mean over seeds [{LEVEL:.0%} interval when several seeds]; 'mean' is the unweighted "
+        f"Final round{over_seeds(configs)}{interval_note(configs)}; 'mean' is the unweighted "
         "mean over states, 'pooled' pools every state's test records.",
-        markdown_table(["configuration", "seeds", *(key[3] for key in OVERALL)], rows),
+        markdown_table(["configuration", "seeds" if several_seeds(configs) else "seed", *(key[3] for key in OVERALL)],
+                       rows),
         "At the final round " + "; ".join(clauses) + ".",
     ])
 
@@ -325,7 +354,7 @@ def _cluster_panel(ax: Axes, config: Configuration, run: RunResults) -> str:
 def cluster_section(configs: list[Configuration], out: Path) -> str:
     parts = ["## Cluster membership (final round)"]
     for config in (c for c in configs if c.clustered):
-        fig, axes = _panels(len(config.runs), 6.4, 4.6)
+        fig, axes = panel_grid(len(config.runs), 6.4, 4.6)
         clauses = [_cluster_panel(ax, config, run) for ax, run in zip(axes, config.runs, strict=True)]
         name = _save(fig, out, f"clusters_{config.slug}.png")
         parts += [f"![Clusters of {config.label}]({name})", f"{config.label}, {'; '.join(clauses)}."]
@@ -335,11 +364,7 @@ def cluster_section(configs: list[Configuration], out: Path) -> str:
 def _map_figure(panels: list[tuple[str, dict[str, float]]], out: Path, name: str, cmap: str,
                 norm: Normalize, label: str, note: Callable[[float], str]) -> str:
     """Tile maps of per-state values, one panel each, sharing one colour scale."""
-    fig, axes = _panels(len(panels), 6.4, 4.4)
-    mappables = [value_map(ax, values, colormaps[cmap], norm, title, note)
-                 for ax, (title, values) in zip(axes, panels, strict=True)]
-    fig.colorbar(mappables[0], ax=axes, shrink=0.7, label=label)
-    return _save(fig, out, name)
+    return _save(tile_maps(panels, cmap, norm, label, note, 6.4, 4.4), out, name)
 
 
 def _extremes(values: dict[str, float]) -> str:
@@ -351,7 +376,7 @@ def _extremes(values: dict[str, float]) -> str:
 
 
 def gap_map_section(configs: list[Configuration], out: Path) -> str:
-    parts = ["## SP gap by state (final round, mean over seeds)"]
+    parts = [f"## SP gap by state (final round{over_seeds(configs)})"]
     for attribute in ATTRIBUTES:
         values = []
         for config in configs:
@@ -361,11 +386,13 @@ def gap_map_section(configs: list[Configuration], out: Path) -> str:
         finite = _finite([v for per_state in values for v in per_state.values()])
         # The shared colour scale spans the states' range, so differences between states show.
         low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
-        norm = Normalize(low, max(high, low + 1e-9))
+        norm = Normalize(low, high) if high - low > 1e-6 else Normalize(0.0, max(1.0, high))
         panels = [(f"{c.label}: SP gap ({attribute})", v) for c, v in zip(configs, values, strict=True)]
         name = _map_figure(panels, out, f"sp_gap_map_{attribute}.png", "viridis", norm,
                            f"SP gap ({attribute})", lambda v: f"{v:.2f}")
-        where = "; ".join(f"under {c.label} {_extremes(v)}" for c, v in zip(configs, values, strict=True))
+        where = "; ".join(f"under {c.label} " + ("0 in every state (degenerate: one class predicted)"
+                                                 if degenerate(c) else _extremes(v))
+                          for c, v in zip(configs, values, strict=True))
         parts += [f"![SP gap ({attribute}) by state]({name})",
                   f"The SP gap ({attribute}) is {where} (grey: state not in the run or gap undefined)."]
     return "\n\n".join(parts)
@@ -507,8 +534,8 @@ def per_state_section(configs: list[Configuration]) -> str:
     else:
         sentence = f"{smallest['group']} in {smallest['state']} has no test records, so its gaps are n/a."
     parts = ["## Per-state results (final round) with group sizes",
-             "n: test records per group (counts.csv, final round); mean over seeds "
-             f"[{LEVEL:.0%} interval when several seeds].", sentence]
+             f"n: test records per group (counts.csv, final round){over_seeds(configs)}{interval_note(configs)}.",
+             sentence]
     for config in configs:
         parts += [f"### {config.label} ({_seeds_text(config)})", _state_table(config, sizes[config.label])]
     return "\n\n".join(parts)

@@ -8,7 +8,6 @@ rule. Written by `python -m analysis.study` after its runs, and again whenever i
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
@@ -25,6 +23,8 @@ from analysis.compare import GAPS, fmt, quantity_name
 from analysis.document import Block, Bullets, Figure, Heading, Paragraph, table, to_html, to_markdown
 from analysis.gaussian import ThresholdModel, optimal_threshold, plot_sweep, snap_threshold
 from analysis.gaussian_tables import SCENARIOS, SIGMA, THETA_SQUARE
+from analysis.panels import panel_grid as _panels
+from analysis.panels import tile_maps
 from analysis.regions import DIVISIONS, client_state
 from analysis.report import BOOTSTRAP_SEED, LEVEL, RESAMPLES, cell
 from recorder.files import write_atomic
@@ -51,7 +51,7 @@ from analysis.study_tables import (
     summary_table,
     unconverged,
 )
-from analysis.tilemap import TILES, category_map, value_map
+from analysis.tilemap import TILES, category_map
 from core.states import FOLKTABLES_STATES
 
 DPI = 110
@@ -70,16 +70,6 @@ def _save(fig: MplFigure, out: Path, name: str) -> str:
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, frame.to_csv(index=False, lineterminator="\n").encode())
-
-
-def _panels(n: int, width: float, height: float, columns: int) -> tuple[MplFigure, list[Axes]]:
-    ncols = max(1, min(columns, n))
-    nrows = math.ceil(n / ncols)
-    fig = MplFigure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_axis_off()
-    return fig, axes[:n]
 
 
 def _label(arm: Arm, flags: set[tuple[str, str]]) -> str:
@@ -215,11 +205,7 @@ def _map_figure(panels: list[tuple[str, dict[str, float]]], out: Path, name: str
     panels = [(t, {c: v for c, v in values.items() if c in TILES}) for t, values in panels]
     if not any(values for _, values in panels):
         return None
-    fig, axes = _panels(len(panels), 6.0, 4.2, 2)
-    mappables = [value_map(ax, values, colormaps["RdBu_r"], norm, title, note)
-                 for ax, (title, values) in zip(axes, panels, strict=True)]
-    fig.colorbar(mappables[0], ax=axes, shrink=0.7, label=label)
-    return _save(fig, out, name)
+    return _save(tile_maps(panels, "RdBu_r", norm, label, note, 6.0, 4.2), out, name)
 
 
 STATE_QUANTITIES = [("", "accuracy"), *((a, m) for m in GAPS for a in ("sex", "race"))]

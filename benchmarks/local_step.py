@@ -3,7 +3,7 @@
 Run `python -m benchmarks.local_step [--json]`. Per task it times (a) `clients.kernels.train_sgd`
 (numba, on the sparse codes), (b) the textbook torch loop (TensorDataset + DataLoader(shuffle=True)
 + autograd + optim.SGD), (c) torch autograd over pre-shuffled index slices (`train_sgd_torch`) and
-(d) the dense numpy trainer `clients.training.train_sgd`, on the same synthetic one-hot data, and
+(d) the dense numpy trainer `train_sgd` (both in benchmarks/trainers.py), on the same synthetic one-hot data, and
 Per-FedAvg's meta-training (`clients.kernels.meta_train`, both variants) against (a) per epoch.
 Rounds of all methods are interleaved and the best round of each is kept, so load from other
 processes on a shared machine hits all alike and inflates none. Rounds are timed in this
@@ -35,9 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.trainers import train_sgd, train_sgd_torch
 from clients import kernels
-from clients.torch_reference import train_sgd_torch
-from clients.training import train_sgd
 from core.params import Params
 from core.tasks import TASKS, Numeric
 from core.params import init_params
@@ -56,7 +55,7 @@ LABELS = {
     "kernel": "(a) kernels.train_sgd (numba, sparse)",
     "torch_dataloader": "(b) torch DataLoader + autograd",
     "torch_slices": "(c) torch autograd, pre-shuffled",
-    "numpy": "(d) training.train_sgd (dense numpy)",
+    "numpy": "(d) trainers.train_sgd (dense numpy)",
 }
 
 

@@ -2,8 +2,8 @@
 
 Run `python -m benchmarks.perfedavg_sweep [--data PATH] [--states AL,...] [--rounds N]
 [--adapt-lrs 0.1,0.2] [--adapt-steps 32,64] [--json]` (defaults: the grid below, 8 rounds).
-It runs, on the real ACSIncome file and the in-process federation (the real ServerApp logic
-and ClientApp handlers, tests/conftest.py), `perfedavg` for every adapt-lr x adapt-steps pair
+It runs, on the real ACSIncome file and through `./run.sh run` (the real `flwr run`, so each row's
+seconds include starting the federation), `perfedavg` for every adapt-lr x adapt-steps pair
 of the grid, and `fedavg`, `local` and `ditto` (for each `ditto-mu` of its grid) beside them,
 all with the paper's setup (`preset="paper"`: paper encoding, 1000/2000/2000 records per
 state, lr 0.001 x 10 local epochs, meta-lr 0.001) and seed 0. Meta-training does not depend
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,11 +70,20 @@ def states_beating_global(frame: pd.DataFrame) -> int:
     return int((table["accuracy"] > table["global_accuracy"]).sum())
 
 
-def measure(label: str, overrides: dict, base: dict, work: Path) -> dict:
-    from tests.conftest import run_in_process
+def run_config(keys: dict) -> str:
+    """`--run-config` text: strings as TOML strings (JSON's quoting is TOML's for these), numbers bare."""
+    return " ".join(f"{key}={json.dumps(value) if isinstance(value, str) else value}" for key, value in keys.items())
 
+
+def measure(label: str, overrides: dict, base: dict, work: Path) -> dict:
     started = time.monotonic()
-    results = run_in_process({**base, **overrides}, work / label.replace(" ", "_"))
+    results = work / label.replace(" ", "_")
+    env = {**os.environ, "FAIRFL_NO_REPORT": "1"}
+    proc = subprocess.run(["bash", str(REPO / "run.sh"), "run", "--run-config",
+                           run_config({**base, **overrides, "results-dir": str(results)})],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{label}: ./run.sh run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     val, test = last_round(results, "val_metrics.csv"), last_round(results, "metrics.csv")
     return {
         "row": label,
@@ -102,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt-steps", default=",".join(map(str, ADAPT_STEPS)), help="comma-separated adapt-steps values")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     base = {"data-source": "table", "data-path": str(args.data.resolve()), "states": args.states,
             "preset": "paper", "num-server-rounds": args.rounds, "seed": 0}
     rows = []

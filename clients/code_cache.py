@@ -8,9 +8,10 @@ sizes, the numpy and pandas versions, and the bytes of the modules that build co
 file or encoder therefore never meets a stale entry. Entries are written to a temporary file and
 renamed into place, so concurrent processes never read half of one, and read without pickle.
 
-Entries live in `.fairfl-codes/` beside the data when that directory is writable, else in
-`~/.cache/fairfl/codes/` (synthetic data, read-only data directories). A cache that cannot be
-written is skipped with one warning: the codes are then built as before.
+Entries live in `codes/` of the user's cache (`core.cache_dir`), never beside the data: a data
+folder is input, often shared, and runs once filled one with 37 MB of entries. Nothing is ever
+evicted (`./run.sh clean-cache` empties it). A cache that cannot be written is skipped with one
+warning: the codes are then built as before.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from functools import lru_cache
 from importlib.metadata import version
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 from flwr.common.logger import log
 
+from core.cache_dir import cache_root
+
 FORMAT = 1
 REPO = Path(__file__).resolve().parent.parent
 BUILDERS = ("clients/data.py", "clients/sources.py", "clients/synthetic.py", "clients/synthetic_params.json",
             "core/tasks.py", "core/states.py")
-USER_CACHE = Path.home() / ".cache" / "fairfl" / "codes"
-DIR_NAME = ".fairfl-codes"
 _WARNED: set[Path] = set()
 
 
@@ -54,7 +54,7 @@ def lookup(identity: dict[str, Any], data_file: Path | None) -> dict[str, np.nda
     if key is None:
         return None
     try:
-        with np.load(cache_dir(data_file) / f"{key}.npz", allow_pickle=False) as entry:
+        with np.load(codes_dir() / f"{key}.npz", allow_pickle=False) as entry:
             return {name: entry[name] for name in entry.files}
     except (OSError, ValueError):
         return None
@@ -62,7 +62,7 @@ def lookup(identity: dict[str, Any], data_file: Path | None) -> dict[str, np.nda
 
 def store(identity: dict[str, Any], data_file: Path | None, arrays: dict[str, np.ndarray]) -> None:
     """Write the entry atomically; a directory that cannot be written is warned about once and skipped."""
-    key, directory = entry_key(identity, data_file), cache_dir(data_file)
+    key, directory = entry_key(identity, data_file), codes_dir()
     if key is None:
         return
     temporary = None
@@ -94,14 +94,6 @@ def entry_key(identity: dict[str, Any], data_file: Path | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def cache_dir(data_file: Path | None) -> Path:
-    """Beside the data when its directory is writable by its mode (root may write anywhere, but a
-    directory made read-only is not ours to fill), else the user's cache."""
-    if data_file is not None:
-        try:
-            writable = data_file.parent.stat().st_mode & stat.S_IWUSR and os.access(data_file.parent, os.W_OK)
-        except OSError:
-            writable = False
-        if writable:
-            return data_file.parent / DIR_NAME
-    return USER_CACHE
+def codes_dir() -> Path:
+    """`codes/` in the user's cache, read at each call so FAIRFL_CACHE_DIR set later still counts."""
+    return cache_root() / "codes"

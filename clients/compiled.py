@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 
+from core.cache_dir import cache_root
+
 # numba caches compiled kernels next to their source by default; the Flower app runs from a
 # packaged copy and site-packages may be read-only, so the cache goes to one writable per-user
 # directory instead (set before numba is imported, which reads it then).
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "fairfl", "numba"))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root() / "numba"))
 
 from numba import config as numba_config  # noqa: E402
 from numba import njit  # noqa: E402

@@ -50,7 +50,7 @@ def meta_train_local(
     params: Params, split: ClientSplit, *, alpha: float, beta: float, epochs: int, batch_size: int,
     rng: np.random.Generator, variant: str,
 ) -> tuple[Params, float]:
-    """Per-FedAvg meta-training on a client split (clients/personalization.py is the reference)."""
+    """Per-FedAvg meta-training on a client split (tests/dense_perfedavg.py is its dense reference)."""
     return kernels.meta_train(params, split.sparse, alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size,
                               rng=rng, variant=variant)
 

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from folktables import ACSDataSource, acs
 
 from clients.synthetic import synthetic_pums
+from core.cache_dir import cache_root
 from core.states import FOLKTABLES_STATES, STATE_FIPS
 from core.tasks import MISSING, Task
 
@@ -65,7 +66,7 @@ class Source:
 
 
 def default_data_dir() -> Path:
-    return Path.home() / ".cache" / "fairfl" / "folktables"
+    return cache_root() / "folktables"
 
 
 def folktables_file(data_dir: Path, state: str) -> Path:

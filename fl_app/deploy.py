@@ -496,8 +496,19 @@ def main(argv: list[str] | None = None) -> int:
     kept = f"in {logs}" if args.log_dir else "removed (keep them with --log-dir DIR)"
     print(f"deployment run completed in {time.monotonic() - started:.0f} s; SuperLink/SuperNode logs {kept}",
           file=sys.stderr)
+    write_report(the_plan["results_dir"])
     print(f"results: {the_plan['results_dir']}")
     return 0
+
+
+def write_report(results: str) -> None:
+    """The same `report/` as `./run.sh run` writes after a run (FAIRFL_NO_REPORT=1 skips it)."""
+    if os.environ.get("FAIRFL_NO_REPORT") == "1":
+        return
+    done = subprocess.run([sys.executable, "-m", "analysis.report", results, "--out", str(Path(results) / "report")],
+                          cwd=REPO, stdout=subprocess.DEVNULL, check=False)
+    print(f"report: {Path(results) / 'report' / 'report.md'}" if done.returncode == 0
+          else "the report could not be written (the results are complete)", file=sys.stderr)
 
 
 if __name__ == "__main__":

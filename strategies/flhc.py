@@ -25,7 +25,7 @@ strategies and lambda = 0 is FL+HC exactly. A NaN gap (a group absent) adds noth
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from logging import WARNING
 from typing import Any
 
@@ -42,7 +42,8 @@ from strategies.aggregation import weighted_average
 from strategies.algorithm import Algorithm, Payload, ServerSetup, StrategySpec
 from strategies.fedavg import HANDLERS as FEDAVG_HANDLERS
 from strategies.fedavg import train_global
-from strategies.ifca import aggregate_clusters, cluster_prefix, models_arrays, validate_fairness
+from strategies.fairness import FairnessSettings
+from strategies.ifca import aggregate_clusters, cluster_prefix, models_arrays
 from strategies.replies import Update
 
 LINKAGES = ("ward", "single", "complete", "average")
@@ -85,19 +86,8 @@ class FLHCSettings:
 
 
 @dataclass(frozen=True)
-class FairFLHCSettings(FLHCSettings):
+class FairFLHCSettings(FairnessSettings, FLHCSettings):
     """Fair-FL+HC: the distance adds lambda times the difference of the clients' gaps."""
-
-    fair_lambda: float = field(default=0.0, metadata={"key": "lambda"})
-    fair_attribute: str = "sex"
-    fair_metric: str = "sp"
-
-    def validate(self, config: Any) -> None:
-        super().validate(config)
-        validate_fairness(self)
-
-    def fairness(self) -> tuple[float, str, str] | None:
-        return self.fair_lambda, self.fair_attribute, self.fair_metric
 
 
 # --- the clustering core, on numpy arrays ---------------------------------------------------------

@@ -18,7 +18,7 @@ little next to local training.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,16 +27,15 @@ from flwr.app import MetricRecord, RecordDict
 from clients.job import ClientJob, ClientReply
 from clients.local import TRAIN, score_models, train_local
 from core.params import Params, from_record
-from core.settings import ConfigError, at_least, choice
-from core.tasks import ATTRIBUTES
+from core.settings import ConfigError, at_least
 from core.wire import EXAMPLES_KEY, TRAIN_LOSS_KEY, evaluate_type, train_type
 from strategies.aggregation import weighted_average
 from strategies.algorithm import Algorithm, Payload, ServerSetup, StrategySpec
+from strategies.fairness import FairnessSettings
 from strategies.fedavg import HANDLERS as FEDAVG_HANDLERS
 from strategies.replies import Update
 
 TRAIN_MESSAGE = train_type("ifca")
-FAIR_METRICS = ("sp", "eo", "eodds")
 
 
 @dataclass(frozen=True)
@@ -61,26 +60,11 @@ class IFCASettings:
 
 
 @dataclass(frozen=True)
-class FairIFCASettings(IFCASettings):
+class FairIFCASettings(FairnessSettings, IFCASettings):
     """Fair-FCA: the choice minimises loss_j + lambda * gap_j (the client's gap under model j)."""
 
-    fair_lambda: float = field(default=0.0, metadata={"key": "lambda"})
-    fair_attribute: str = "sex"
-    fair_metric: str = "sp"
-
-    def validate(self, config: Any) -> None:
-        super().validate(config)
-        validate_fairness(self)
-
     def choice_rule(self) -> tuple[float, str, str] | None:
-        return self.fair_lambda, self.fair_attribute, self.fair_metric
-
-
-def validate_fairness(settings: Any) -> None:
-    """The rules of the fairness-aware keys shared by Fair-FCA and Fair-FL+HC."""
-    at_least("lambda", settings.fair_lambda, 0.0)
-    choice("fair-attribute", settings.fair_attribute, list(ATTRIBUTES))
-    choice("fair-metric", settings.fair_metric, FAIR_METRICS)
+        return self.fairness()
 
 
 def cluster_prefix(j: int) -> str:

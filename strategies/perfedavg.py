@@ -1,7 +1,7 @@
 """Per-FedAvg: FedAvg over locally meta-trained models; each client deploys its adapted copy.
 
 The server side is FedAvg's weighted average. What differs happens on the clients (see
-clients/personalization.py): local training is MAML-style meta-training, and evaluation
+`clients.kernels.meta_train` and `adapt`; tests/dense_perfedavg.py is their dense reference): local training is MAML-style meta-training, and evaluation
 reports both the adapted model (deployed) and the unadapted global model, so the effect of
 personalization on accuracy and fairness is visible within one run.
 

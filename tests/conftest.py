@@ -2,9 +2,12 @@
 in-process federation for fast runs, and real `./run.sh run` runs where only those will do."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import types
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from flwr.common.config import get_fused_config_from_dir
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from core.cache_dir import ENV as CACHE_ENV
+from core.cache_dir import cache_root
 from fl_app.client_app import app as client_app
 from fl_app.setup import run_federation
 
@@ -150,5 +155,48 @@ def real_fedavg_run(tmp_path_factory) -> Path:
     return results
 
 
+# --- test tiers: `./run.sh test --fast` runs every test not marked `live` ------------------------
+
+# A live test starts a federation in other processes: `./run.sh run|study`, `flwr run`, a
+# SuperLink with SuperNodes, or the in-process federation in a subprocess. Whole files that do
+# only that, and any test whose code, or a fixture's, names one of LIVE_CALLS.
+LIVE_FILES = {"test_deployment.py", "test_deployment_faults.py", "test_interrupts.py", "test_end_to_end.py",
+              "test_cpu_independence.py"}
+LIVE_CALLS = {"run_sh", "Popen", "killed_in_process", "study_sh", "real_fedavg_run"}
+
+
+def names_in(code: types.CodeType) -> set[str]:
+    """Every global, attribute and local name `code` and the functions defined in it use."""
+    nested = (c for c in code.co_consts if isinstance(c, types.CodeType))
+    return set(code.co_names) | set(code.co_varnames) | set().union(*map(names_in, nested))
+
+
+def is_live(item: pytest.Item) -> bool:
+    if Path(str(item.fspath)).name in LIVE_FILES or item.get_closest_marker("e2e"):
+        return True
+    functions = [item.function] + [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+    return any(names_in(f.__code__) & LIVE_CALLS for f in functions if hasattr(f, "__code__"))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if isinstance(item, pytest.Function) and is_live(item):
+            item.add_marker(pytest.mark.live)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: a real study or run through ./run.sh (slow; select with -m e2e)")
+    config.addinivalue_line("markers", "live: starts a federation in other processes (set in conftest; "
+                                       "./run.sh test --fast deselects these)")
+    # One temporary cache for the whole session, never the user's: the controller sets it before
+    # xdist starts its workers, and every subprocess (./run.sh, Flower, Ray actors) inherits it.
+    # Compiled kernels stay in the user's numba cache: a fresh one makes every process compile
+    # for 20-30 s, and numba keys entries by source content and CPU, so sharing changes no result.
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root() / "numba"))
+        os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="fairfl-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        shutil.rmtree(os.environ[CACHE_ENV], ignore_errors=True)

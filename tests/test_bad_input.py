@@ -18,7 +18,7 @@ from tests.conftest import REPO, income_frame, run_in_process
 from fl_app.config import DATA_SOURCES, FAIL_MODES
 from strategies.flhc import LINKAGES
 from strategies.flower import NAMES as FLOWER_NAMES
-from strategies.ifca import FAIR_METRICS
+from strategies.fairness import FAIR_METRICS
 from strategies.perfedavg import MAML_VARIANTS
 from strategies.registry import STRATEGIES
 

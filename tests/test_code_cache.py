@@ -1,13 +1,17 @@
 """The on-disk cache of each state's compact codes: what a fresh process loads instead of
 reading and encoding its state again, never a stale entry, never a half-written one."""
 
+import shutil
+import stat
+
 import numpy as np
 import pytest
 
-from clients import code_cache, data, sources
+from clients import data, sources
 from clients.data import codes_from_arrays, codes_to_arrays, state_codes
 from clients.sources import Source, state_records
 from core.tasks import task_for
+from tests.conftest import REPO
 
 SYNTHETIC = Source("synthetic", "", ("AL", "WY"))
 
@@ -15,7 +19,7 @@ SYNTHETIC = Source("synthetic", "", ("AL", "WY"))
 @pytest.fixture(autouse=True)
 def fresh_process(tmp_path, monkeypatch):
     """A user cache of the test's own, and no codes in memory (as in a new process)."""
-    monkeypatch.setattr(code_cache, "USER_CACHE", tmp_path / "user-cache")
+    monkeypatch.setenv("FAIRFL_CACHE_DIR", str(tmp_path / "user-cache"))
     state_codes.cache_clear()
     sources._table_frame.cache_clear()
     yield
@@ -77,30 +81,43 @@ def test_another_seed_is_another_entry(monkeypatch):
         state_codes(SYNTHETIC, "income", "WY", 1, 300)
 
 
-def test_a_table_s_entry_lives_beside_it_and_a_changed_file_is_read_again(tmp_path):
+def test_a_table_s_entry_lives_in_the_user_cache_and_a_changed_file_is_read_again(tmp_path):
     source = table_of(tmp_path, 300)
     first = state_codes(source, "income", "AL", 0, 0)
-    assert [p.parent.name for p in (tmp_path / "data").rglob("*.npz")] == [code_cache.DIR_NAME]
+    assert [p.parent for p in tmp_path.rglob("*.npz")] == [tmp_path / "user-cache" / "codes"]
     table_of(tmp_path, 500)  # same path, new content
     new_process()
     again = state_codes(source, "income", "AL", 0, 0)
     assert (size(first), size(again)) == (records(300), records(500)) and records(300) != records(500)
 
 
-def test_a_read_only_data_directory_is_left_alone(tmp_path):
-    source = table_of(tmp_path, 300)
-    (tmp_path / "data").chmod(0o555)
+def snapshot(folder) -> dict:
+    """Every path under `folder` with its size, mode and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mode, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))} | {".": (folder.stat().st_mode, folder.stat().st_mtime_ns)}
+
+
+@pytest.mark.parametrize("writable", [False, True], ids=["read-only", "writable"])
+def test_a_run_leaves_a_copy_of_a_data_folder_unchanged(tmp_path, federation, writable):
+    folder = tmp_path / "data"
+    shutil.copytree(REPO / "data", folder)
+    if not writable:
+        for path in [*folder.iterdir(), folder]:
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = snapshot(folder)
     try:
-        state_codes(source, "income", "AL", 0, 0)
+        federation({"data-source": "table", "data-path": str(folder / "acs_income_2018_sample.parquet"),
+                    "states": "AK,DE", "num-server-rounds": 1, "local-epochs": 1}, tmp_path / "results")
+        assert snapshot(folder) == before
+        assert len(list((tmp_path / "user-cache" / "codes").glob("*.npz"))) == 2
     finally:
-        (tmp_path / "data").chmod(0o755)
-    assert list((tmp_path / "data").iterdir()) == [tmp_path / "data" / "table.parquet"]
-    assert len(list((tmp_path / "user-cache").glob("*.npz"))) == 1
+        for path in [folder, *folder.iterdir()]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 
 def test_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    monkeypatch.setattr(code_cache, "USER_CACHE", blocker / "codes")
+    monkeypatch.setenv("FAIRFL_CACHE_DIR", str(blocker))
     codes = state_codes(SYNTHETIC, "income", "AL", 0, 300)
     assert size(codes) == records(300) and blocker.read_text() == ""

@@ -57,7 +57,13 @@ def test_one_supernode_per_state_was_started(deployed):
 
 def test_deployment_writes_every_contract_file(deployed):
     results = deployed[0]
-    assert sorted(p.name for p in results.iterdir()) == ["config.json", "counts.csv", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in results.iterdir() if p.is_file()) == ["config.json", "counts.csv", "metrics.csv",
+                                                                        "summary.json"]
+
+
+def test_deployment_writes_the_same_report_as_run(deployed):
+    results, _, _, err = deployed
+    assert (results / "report" / "report.md").is_file() and f"report: {results / 'report' / 'report.md'}" in err
 
 
 def test_counts_have_two_rounds_of_three_states_of_four_groups(deployed):

@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from clients.data import Split, state_data
 from clients.local import score_models
-from clients.training import train_sgd
+from tests.dense_training import train_sgd
 from clients.shards import ClientId
 from clients.sources import Source
 from core.params import PARAM_KEYS

@@ -87,3 +87,12 @@ def test_the_client_app_loads_no_server_side_module():
 
 def test_the_public_state_table_is_folktables_list():
     assert sorted(state_list) == list(FOLKTABLES_STATES)
+
+
+def test_benchmarks_import_the_product_never_the_tests():
+    found = {(path.name, node.lineno) for path in (REPO / "benchmarks").glob("*.py")
+             for node in ast.walk(ast.parse(path.read_text()))
+             if any(n.split(".")[0] == "tests" for n in
+                    ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []))}
+    assert found == set()

@@ -6,8 +6,8 @@ import pytest
 
 from clients.data import Split
 from core.params import init_params
-from clients.personalization import adapt, meta_batches, meta_train
-from clients.training import batch_slices, gradient, mean_loss, predict_proba
+from tests.dense_perfedavg import adapt, meta_batches, meta_train
+from tests.dense_training import batch_slices, gradient, mean_loss, predict_proba
 
 WIDTH, HIDDEN = 6, 4
 

@@ -45,8 +45,10 @@ def split_records(state: str, seed: int) -> dict[str, np.ndarray]:
     return {"sex": rng.integers(0, 2, n), "race": race, "y": rng.integers(0, 2, n)}
 
 
-def write_run(path: Path, strategy: str, seed: int) -> Path:
-    """A results directory with counts, metrics (by the project's formula), config, summary."""
+def write_run(path: Path, strategy: str, seed: int, one_class: bool = False, states_key: str = "",
+              source: str = "synthetic") -> Path:
+    """A results directory with counts, metrics (by the project's formula), config, summary; with
+    `one_class` every client predicts 0 for every record."""
     rng = np.random.default_rng([seed, len(strategy)])
     clustered = strategy == "ifca"
     counts, clients, cluster_rows = [], [], []
@@ -55,7 +57,7 @@ def write_run(path: Path, strategy: str, seed: int) -> Path:
             records = split_records(state, seed)
             flip = rng.random(SIZES[state]) < 0.35 - 0.05 * round_
             bias = rng.random(SIZES[state]) < 0.2 * records["sex"]  # predicts fewer positives for women
-            y_pred = np.where(flip, 1 - records["y"], records["y"]) * (1 - bias)
+            y_pred = np.where(flip, 1 - records["y"], records["y"]) * (1 - bias) * (not one_class)
             cluster = CLUSTERS[state] if clustered else pd.NA
             for attribute, names in ATTRIBUTES.items():
                 cells = confusion_counts(records["y"], y_pred, records[attribute])
@@ -77,9 +79,9 @@ def write_run(path: Path, strategy: str, seed: int) -> Path:
         )
     config = {
         "config": {"task": "income", "strategy": strategy, "seed": seed, "num-server-rounds": ROUNDS, "k": 2,
-                   "lambda": 0.0, "results-dir": str(path)},
+                   "lambda": 0.0, "results-dir": str(path), "states": states_key},
         "seed": seed,
-        "data": {"source": "synthetic", "label": "synthetic, 4 states", "path": "", "states": list(SIZES),
+        "data": {"source": source, "label": "synthetic, 4 states", "path": "", "states": list(SIZES),
                  "num_clients": len(SIZES), "input_width": 10},
         "versions": {"python": "3.11.7", "numpy": "2.4.6"},
         "git_commit": "0123456789abcdef",
@@ -123,7 +125,7 @@ def test_report_has_every_section_and_a_row_per_state_with_its_group_sizes(repor
     counts = RunResults.load(runs["ifca0"]).counts
     final = counts[(counts["round"] == ROUNDS) & (counts["attribute"] == "sex")]
     final = final.set_index(["state", "group"])["n"]
-    section = text[text.index("### ifca (1 seed (0))"):]
+    section = text[text.index("### ifca (seed 0)"):]
     for state in SIZES:
         sizes = f"{final[(state, 'male')]}/{final[(state, 'female')]}"
         assert re.search(rf"^\| {state} \| [0-9.]+ \| {sizes} \|", section, re.MULTILINE), state
@@ -176,6 +178,30 @@ def test_a_local_run_adds_a_comparison_of_every_other_configuration_against_it(r
                 "### fedavg: Δ per state against local", "## Per-state results"]
     positions = [text.index(heading) for heading in headings]
     assert positions == sorted(positions)
+
+
+def single_run_report(tmp_path: Path, **run) -> str:
+    out = tmp_path / "report"
+    assert main([str(write_run(tmp_path / "run", "fedavg", 0, **run)), "--out", str(out)]) == 0
+    return (out / "report.md").read_text()
+
+
+def test_a_single_run_gets_a_run_report_worded_for_one_seed(tmp_path):
+    text = single_run_report(tmp_path)
+    assert text.startswith("# Personalization and group fairness: run report\n\nOne run, seed 0: no intervals")
+    assert "seeds" not in text.replace("over seeds and gives them", "")
+
+
+def test_states_left_out_by_the_states_key_are_not_selected_not_absent(tmp_path):
+    text = single_run_report(tmp_path, states_key=",".join(SIZES), source="table")
+    missing = [s for s in FOLKTABLES_STATES if s not in SIZES]
+    assert f"Not selected (the `states` key): {', '.join(missing)}." in text and "Absent from the data" not in text
+
+
+def test_a_run_where_every_client_predicts_one_class_is_called_degenerate_and_not_ranked(tmp_path):
+    text = single_run_report(tmp_path, one_class=True)
+    assert "**fedavg is degenerate**: at the final round every client predicts a single class" in text
+    assert "largest in" not in text and "0 in every state (degenerate: one class predicted)" in text
 
 
 def test_bootstrap_interval_contains_the_mean_and_collapses_with_one_seed():

@@ -10,14 +10,14 @@ from core.params import PARAM_KEYS
 from core.params import init_params
 from core.torch_model import TorchMLP, to_torch
 from core.tasks import TASKS
-from clients.training import (
+from tests.dense_training import (
     batch_slices,
     gradient,
     mean_loss,
     predict_proba,
     train_sgd,
 )
-from clients.torch_reference import train_sgd_torch
+from tests.torch_training import train_sgd_torch
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 

@@ -1,11 +1,11 @@
-"""Local training and evaluation of the client MLP in plain numpy.
+"""The dense numpy reference of the client's compiled kernels (`clients.kernels`): training,
+evaluation and model scoring on dense one-hot matrices, which the kernels must equal.
 
-The model is so small (about 0.2 MFLOP per step) that torch's per-step overhead (autograd,
-DataLoader, optimizer) costs far more than the arithmetic. So the default trainer fuses the
-forward and backward passes into a fixed sequence of numpy calls writing into preallocated
-float32 buffers, with both biases folded into the weight matrices. `train_sgd_torch`
-(clients/torch_reference.py) is the autograd reference it is tested against; both walk the data
-in the order of `batch_slices`.
+This was the product's trainer before the kernels, so it is fast for numpy: the forward and
+backward passes are a fixed sequence of numpy calls writing into preallocated float32 buffers,
+with both biases folded into the weight matrices. `train_sgd_torch` (tests/torch_training.py)
+is the autograd reference it is tested against; both walk the data in the order of
+`batch_slices`.
 
 BLAS is held to one thread while training and for whole-split passes (`predict_proba`,
 `mean_loss`): splitting matrices this small across threads gains nothing, and on a busy

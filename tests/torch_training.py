@@ -1,6 +1,7 @@
-"""The torch autograd trainer the project's own trainers are tested and benchmarked against.
+"""The torch autograd trainer the dense numpy reference and the kernels are tested against.
 
-Kept apart from clients/training.py so that the ClientApp never imports torch.
+Kept apart from tests/dense_training.py so that tests of the numpy reference alone do not
+import torch.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from clients.training import batch_slices
+from tests.dense_training import batch_slices
 from core.params import Params, copy_params
 from core.torch_model import to_params, to_torch
 

@@ -1,4 +1,5 @@
-"""Per-FedAvg (Fallah et al. 2020): MAML-style local meta-training and the personalization step.
+"""The dense numpy reference of Per-FedAvg's kernels (`clients.kernels.meta_train`, `adapt`):
+Fallah et al. 2020's MAML-style local meta-training and the personalization step.
 
 Meta-training learns a model that is good after one gradient step of size `alpha` on a
 client's own data. Each meta-step uses distinct batches: D to take the inner step, D' to
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from clients.data import Split
-from clients.training import batch_slices, gradient
+from tests.dense_training import batch_slices, gradient
 from core.params import Params, copy_params
 
 FD_DELTA = 1e-3  # finite-difference step of the Hessian-vector product
