@@ -28,7 +28,7 @@ from clients.fixed_math import exp1, log1p1
 from core.counts import confusion_counts, population_metrics
 from core.params import PARAM_KEYS, Params
 
-FD_DELTA = 1e-3  # finite-difference step of Per-FedAvg's Hessian-vector product (as clients.personalization)
+FD_DELTA = 1e-3  # finite-difference step of Per-FedAvg's Hessian-vector product (as tests/dense_perfedavg.py)
 VARIANTS = ("first-order", "hessian-free")
 FAIR_METRICS = ("sp", "eo", "eodds")
 
@@ -369,7 +369,7 @@ def _copy_into(T1T, tb1, tw2, tb2, W1T, b1, w2, b2):
 def _meta_epoch(W1T, b1, w2, b2, T1T, tb1, tw2, tb2, codes, y, col, sval, u, shifted, perm, batch_size,
                 alpha, beta, hessian_free, delta, with_loss):
     """One epoch of Per-FedAvg meta-steps, one per batch of perm, step i taking batches i, i+1
-    (and i+2) cyclically, as `clients.personalization.meta_batches`; T* is scratch for the
+    (and i+2) cyclically, as `tests/dense_perfedavg.py`'s `meta_batches`; T* is scratch for the
     temporary models. Returns (summed loss on D' at the inner step, records of D').
 
     A meta-step takes gradients at up to four points, each into its own slot: 0 at w on D,
@@ -472,7 +472,7 @@ def train_sgd(
     params: Params, data: SparseSplit, *, lr: float, epochs: int, batch_size: int, rng: np.random.Generator,
     prox_mu: float = 0.0, anchor: Params | None = None,
 ) -> tuple[Params, float]:
-    """Minibatch SGD on mean BCE-with-logits, as `clients.training.train_sgd` (same batch order);
+    """Minibatch SGD on mean BCE-with-logits, as the dense reference `tests/dense_training.py` (same batch order);
     returns new params and the last epoch's mean pre-update loss (nan and a copy on no data or
     no epochs). `prox_mu > 0` adds Ditto's prox_mu/2 * ||params - anchor||^2 to the objective."""
     _check_batch_size(batch_size)
@@ -494,7 +494,7 @@ def meta_train(
     params: Params, data: SparseSplit, *, alpha: float, beta: float, epochs: int, batch_size: int,
     rng: np.random.Generator, variant: str = "first-order",
 ) -> tuple[Params, float]:
-    """Per-FedAvg local meta-training, as `clients.personalization.meta_train`: per meta-step an
+    """Per-FedAvg local meta-training, as the dense reference in `tests/dense_perfedavg.py`: per meta-step an
     inner step of size alpha on batch D, the gradient at that point on D' (and, hessian-free, a
     finite-difference Hessian-vector product on D''), an outer step of size beta. Returns the
     meta-model and the last epoch's mean loss on D' after the inner steps."""
@@ -513,7 +513,7 @@ def meta_train(
 def adapt(
     params: Params, data: SparseSplit, *, steps: int, lr: float, batch_size: int, rng: np.random.Generator
 ) -> Params:
-    """Personalize a received model: `steps` SGD steps, as `clients.personalization.adapt` (which
+    """Personalize a received model: `steps` SGD steps, as the dense reference in `tests/dense_perfedavg.py` (which
     draws every epoch the steps reach into, whole)."""
     _check_batch_size(batch_size)
     n = len(data)

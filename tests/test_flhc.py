@@ -284,10 +284,10 @@ def test_bad_flhc_config_is_named_before_training(keys, message, federation, tmp
     assert not (tmp_path / "results").exists()
 
 
-def test_the_paper_preset_gives_flhc_its_warm_up_and_fair_flhc_its_weight():
+def test_the_paper_preset_gives_flhc_its_warm_up_and_leaves_fair_flhc_its_weight():
     plain, fair = (parse_config({"strategy": s, "preset": "paper"}) for s in ("flhc", "fair-flhc"))
     assert (plain.lr, plain.local_epochs, plain.params.warmup_rounds) == (0.05, 1, 3)
-    assert (fair.params.warmup_rounds, fair.params.fair_lambda) == (3, 1.0)
+    assert (fair.params.warmup_rounds, fair.params.fair_lambda) == (3, 0.0)
 
 
 def test_the_preflight_check_refuses_more_clusters_than_clients(tmp_path):
