@@ -68,4 +68,10 @@ def test_absent_states_are_documented_and_sized_by_their_published_counts():
 @pytest.mark.parametrize("state", ["WY", "VT"])
 def test_the_committed_knobs_reproduce_the_recorded_statistics(state):
     achieved = synthetic_statistics(state, fitted_knobs()[state], PARAMS["seed"])
-    assert achieved == pytest.approx(PARAMS["states"][state]["achieved"], abs=1e-4)
+    recorded = PARAMS["states"][state]["achieved"]
+    # Rates are counts of the generated records (recorded to 4 decimals). The AUC comes from
+    # scikit-learn's logistic fit, whose BLAS-driven optimizer ends in other last digits on other
+    # CPUs (0.83896 here on a Zen 5 against the recorded 0.8388), so it gets 1e-3.
+    assert {k: v for k, v in achieved.items() if k != "auc"} == pytest.approx(
+        {k: v for k, v in recorded.items() if k != "auc"}, abs=1e-4)
+    assert achieved["auc"] == pytest.approx(recorded["auc"], abs=1e-3)
