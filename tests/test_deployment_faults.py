@@ -125,11 +125,11 @@ def test_a_restarted_supernode_rejoins_and_the_run_completes(restarted):
 
 
 def test_the_rejoined_client_keeps_its_cluster(restarted):
-    """Seed 21 puts CA (labels reversed) alone in cluster 0 in round 1; while CA is away nobody
-    trains cluster 0, and back under its new node id CA is in cluster 0 again."""
+    """Seed 21 puts CA (labels reversed) in cluster 0 in round 1; back under its new node id after
+    being away, CA is in cluster 0 again (the other states' choices depend on the seed's numbers,
+    which #26 changed; the replay test below checks every row)."""
     clusters = pd.read_csv(restarted[2] / "clusters.csv").set_index(["round", "state"])["cluster"]
     assert clusters[(1, "CA")] == clusters[(4, "CA")] == 0
-    assert clusters[(1, "AL")] == clusters[(4, "AL")] == 1
 
 
 def test_the_rejoined_run_equals_one_where_the_client_just_failed_in_those_rounds(restarted, tmp_path):
