@@ -11,40 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from analysis.report import bootstrap_ci
-from analysis.study_tables import Arm, assignments, baseline_arm
+from analysis.study_tables import FAIR_BASE, Arm, assignments, lambda_points
 
-FAIR_BASE = {"fair-ifca": "ifca", "fair-flhc": "flhc"}  # a Fair-* strategy at lambda = 0 is its base, exactly
 LAMBDA_METRICS = (("accuracy", ""), ("sp_gap", "sex"), ("eo_gap", "sex"), ("sp_gap", "race"), ("eo_gap", "race"))
 LAMBDA_COLUMNS = ["strategy", "lambda", "n_seeds", "client_rounds", "changed_share", "metric", "attribute", "mean",
                   "ci_low", "ci_high"]
 FLIP_COLUMNS = ["client_rounds", "loss_margin_median", "gap_margin_median", "flippable_share", "flip_lambda_p10",
                 "flip_lambda_median"]
-
-
-def weight(arm: Arm) -> float | None:
-    """The arm's lambda ("lambda=0.5" -> 0.5); None for an arm without one."""
-    return float(arm.config.split("=", 1)[1]) if arm.config.startswith("lambda=") else None
-
-
-def lambda_points(arms: Sequence[Arm], strategy: str) -> list[tuple[float, Arm]]:
-    """(lambda, arm) of a Fair-* strategy by weight; without a lambda = 0 arm its base strategy
-    stands in, if its settings match (the same keys but strategy and lambda)."""
-    points = sorted(((w, a) for a in arms if a.strategy == strategy and a.runs and (w := weight(a)) is not None),
-                    key=lambda p: p[0])
-    base = baseline_arm(arms, FAIR_BASE[strategy])
-    if points and points[0][0] != 0 and base is not None:
-        def plain(arm: Arm) -> dict[str, Any]:
-            settings = arm.runs[arm.seeds[0]].settings()
-            return {k: v for k, v in settings.items() if k not in ("strategy", "lambda")}
-        if plain(base) == plain(points[0][1]):
-            points.insert(0, (0.0, base))
-    return points
 
 
 def changed_choices(arm: Arm, zero: Arm) -> tuple[float, int]:
@@ -94,12 +71,12 @@ def flip_lambdas(clusters: pd.DataFrame) -> np.ndarray:
     return needed.min(axis=1)
 
 
-def flip_table(zero: Arm) -> pd.DataFrame:
+def flip_table(zero: Arm | None) -> pd.DataFrame:
     """Why a weight changes few choices, from the lambda = 0 Fair-FCA arm's clusters.csv (the scores
     of every cluster model): the median loss margin to the runner-up model, the median gap margin,
     the share of client-rounds any weight could flip, and the weights that would flip 10% and 50%
-    of the flippable ones."""
-    frames = [run.clusters for run in zero.runs.values()
+    of the flippable ones. No rows without such an arm."""
+    frames = [run.clusters for run in (zero.runs.values() if zero is not None else ())
               if run.clusters is not None and run.clusters.filter(regex=r"^gap_\d+$").shape[1]]
     if not frames:
         return pd.DataFrame(columns=FLIP_COLUMNS)

@@ -30,7 +30,7 @@ from analysis.report import BOOTSTRAP_SEED, LEVEL, RESAMPLES, cell
 from recorder.files import write_atomic
 from analysis.stats import PLATEAU_TOL
 from analysis.study_plan import PlannedRun
-from analysis.study_lambda import flip_table, lambda_points, lambda_table
+from analysis.study_lambda import flip_table, lambda_table
 from analysis.study_tables import (
     ALPHA,
     Arm,
@@ -48,6 +48,7 @@ from analysis.study_tables import (
     pareto_table,
     pooled_loss,
     primary_round,
+    lambda_points,
     summary_table,
     unconverged,
 )
@@ -599,7 +600,7 @@ def write_outputs(out: Path, planned: Sequence[PlannedRun], rows: Sequence[dict[
     found = claims(arms, comparisons.tests, gaussian, which, unconverged(convergence))
     weights = lambda_table(arms, which)
     zero = next((a for w, a in lambda_points(arms, "fair-ifca") if w == 0 and a.strategy == "fair-ifca"), None)
-    flips = flip_table(zero) if zero is not None else flip_table(Arm("fair-ifca", "lambda=0", {}))
+    flips = flip_table(zero)
     flags = flagged(convergence, which)
     for name, frame in (("summary.csv", summary), ("state_deltas.csv", comparisons.states),
                         ("tests.csv", comparisons.tests), ("pareto.csv", pareto),

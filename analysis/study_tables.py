@@ -546,19 +546,33 @@ def _uniformity_claim(tests: pd.DataFrame, stalled: dict[tuple[str, str], str]) 
     return Claim(claim, rule, outcome, "; ".join(parts) + _not_judged(skipped))
 
 
+FAIR_BASE = {"fair-ifca": "ifca", "fair-flhc": "flhc"}  # a Fair-* strategy at lambda = 0 is its base, exactly
+
+
+def weight(arm: Arm) -> float | None:
+    """The arm's lambda ("lambda=0.5" -> 0.5); None for an arm without one."""
+    return float(arm.config.split("=", 1)[1]) if arm.config.startswith("lambda=") else None
+
+
+def lambda_points(arms: Sequence[Arm], strategy: str) -> list[tuple[float, Arm]]:
+    """(lambda, arm) of a Fair-* strategy by weight; without a lambda = 0 arm its base strategy
+    stands in, if its settings match (the same keys but strategy and lambda)."""
+    points = sorted(((w, a) for a in arms if a.strategy == strategy and a.runs and (w := weight(a)) is not None),
+                    key=lambda p: p[0])
+    base = baseline_arm(arms, FAIR_BASE[strategy])
+    if points and points[0][0] != 0 and base is not None:
+        def plain(arm: Arm) -> dict[str, Any]:
+            settings = arm.runs[arm.seeds[0]].settings()
+            return {k: v for k, v in settings.items() if k not in ("strategy", "lambda")}
+        if plain(base) == plain(points[0][1]):
+            points.insert(0, (0.0, base))
+    return points
+
+
 def _lambda_arms(arms: Sequence[Arm]) -> tuple[list[tuple[float, Arm]], str]:
-    """(lambda, arm) of fair-ifca by weight; ifca joins as lambda = 0 if its settings match fair-ifca's."""
-    points = [(float(a.config.split("=", 1)[1]), a) for a in arms
-              if a.strategy == "fair-ifca" and a.runs and a.config.startswith("lambda=")]
-    note = ""
-    ifca = baseline_arm(arms, "ifca")
-    if points and ifca is not None and all(w != 0 for w, _ in points):
-        def plain(run: RunResults) -> dict[str, Any]:
-            return {k: v for k, v in run.settings().items() if k not in ("strategy", "lambda")}
-        if plain(ifca.runs[ifca.seeds[0]]) == plain(points[0][1].runs[points[0][1].seeds[0]]):
-            points.append((0.0, ifca))
-            note = "ifca counted as lambda = 0. "
-    return sorted(points, key=lambda p: p[0]), note
+    """(lambda, arm) of fair-ifca by weight, and a note when ifca stands in as lambda = 0."""
+    points = lambda_points(arms, "fair-ifca")
+    return points, ("ifca counted as lambda = 0. " if points and points[0][1].strategy == "ifca" else "")
 
 
 def _lambda_claim(arms: Sequence[Arm], which: str, stalled: dict[tuple[str, str], str]) -> Claim:

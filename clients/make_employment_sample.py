@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from clients.make_sample import LICENSE, sample_records, write_sample
+from clients.make_sample import sample_facts, sample_records, write_sample, write_sidecar
 from clients.sources import EMPLOYMENT_SAMPLE_PATH, DataError, Source, folktables_file, resolve_source, state_records
 from core.tasks import EMPLOYMENT
 
@@ -42,7 +41,6 @@ def _sha256(path: Path) -> str:
 
 def sidecar(sample: pd.DataFrame, files: list[Path], seed: int, per_state: int) -> dict:
     """What the sample is and where it came from, for `data/<name>.json`."""
-    counts = sample.groupby("STATE", sort=True)["label"].agg(["size", "sum"])
     return {
         "description": (
             f"Seeded random sample of the folktables ACSEmployment task (2018 ACS 1-Year person survey): "
@@ -50,13 +48,7 @@ def sidecar(sample: pd.DataFrame, files: list[Path], seed: int, per_state: int) 
             "ACSEmployment features with their PUMS codes (blank answers 0), label = ESR == 1."
         ),
         "sources": {path.name: _sha256(path) for path in files},
-        "seed": seed,
-        "per_state": per_state,
-        "rows": int(len(sample)),
-        "states": len(counts),
-        "counts": {s: int(n) for s, n in counts["size"].items()},
-        "positives": {s: int(p) for s, p in counts["sum"].items()},
-        "license": LICENSE,
+        **sample_facts(sample, seed, per_state),
         "rebuild": "python -m clients.make_employment_sample",
     }
 
@@ -80,12 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     sample = sample_records(real_records([pums, table]), args.per_state, args.seed, COLUMNS)
     write_sample(sample, args.out)
     files = [folktables_file(args.pums_dir, s) for s in pums.states] + [args.table]
-    info = sidecar(sample, files, args.seed, args.per_state)
-    args.out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     print(f"sources: {', '.join(str(f.resolve()) for f in files)} (seed {args.seed}, {args.per_state} per state)")
-    for state, n in info["counts"].items():
-        print(f"{state} {n}")
-    print(f"wrote {args.out} ({info['rows']} rows, {args.out.stat().st_size:,} bytes) and {args.out.with_suffix('.json').name}")
+    write_sidecar(sidecar(sample, files, args.seed, args.per_state), args.out)
     return 0
 
 

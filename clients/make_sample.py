@@ -57,9 +57,31 @@ def write_sample(sample: pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, compression="zstd", compression_level=ZSTD_LEVEL)
 
 
+def sample_facts(sample: pd.DataFrame, seed: int, per_state: int) -> dict:
+    """The sidecar's account of a sample, shared by both tasks' samples: how it was drawn and what
+    it holds per state."""
+    counts = sample.groupby("STATE", sort=True)["label"].agg(["size", "sum"])
+    return {
+        "seed": seed,
+        "per_state": per_state,
+        "rows": int(len(sample)),
+        "states": len(counts),
+        "counts": {s: int(n) for s, n in counts["size"].items()},
+        "positives": {s: int(p) for s, p in counts["sum"].items()},
+        "license": LICENSE,
+    }
+
+
+def write_sidecar(info: dict, out: Path) -> None:
+    """`out`'s JSON sidecar, then the per-state counts and what was written, on the console."""
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    for state, n in info["counts"].items():
+        print(f"{state} {n}")
+    print(f"wrote {out} ({info['rows']} rows, {out.stat().st_size:,} bytes) and {out.with_suffix('.json').name}")
+
+
 def sidecar(sample: pd.DataFrame, source: Path, seed: int, per_state: int) -> dict:
     """What the sample is and where it came from, for `data/<name>.json` (FABs carry JSON)."""
-    counts = sample.groupby("STATE", sort=True)["label"].agg(["size", "sum"])
     return {
         "description": (
             f"Seeded random sample of the folktables ACSIncome task (2018 ACS 1-Year person survey): "
@@ -68,13 +90,7 @@ def sidecar(sample: pd.DataFrame, source: Path, seed: int, per_state: int) -> di
         ),
         "source": source.name,
         "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-        "seed": seed,
-        "per_state": per_state,
-        "rows": int(len(sample)),
-        "states": len(counts),
-        "counts": {s: int(n) for s, n in counts["size"].items()},
-        "positives": {s: int(p) for s, p in counts["sum"].items()},
-        "license": LICENSE,
+        **sample_facts(sample, seed, per_state),
         "rebuild": "python -m clients.make_sample",
     }
 
@@ -93,12 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sample = sample_records(pq.read_table(args.source, columns=list(COLUMNS)).to_pandas(), args.per_state, args.seed)
     write_sample(sample, args.out)
-    info = sidecar(sample, args.source.resolve(), args.seed, args.per_state)
-    args.out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     print(f"source: {args.source.resolve()} (seed {args.seed}, {args.per_state} per state)")
-    for state, n in info["counts"].items():
-        print(f"{state} {n}")
-    print(f"wrote {args.out} ({info['rows']} rows, {args.out.stat().st_size:,} bytes) and {args.out.with_suffix('.json').name}")
+    write_sidecar(sidecar(sample, args.source.resolve(), args.seed, args.per_state), args.out)
     return 0
 
 
