@@ -4,6 +4,7 @@
 #   ./run.sh clean-cache                empty the caches runs rebuild by themselves (fl_app/clean_cache.py)
 #   ./run.sh test [--fast] [pytest args] setup, then run the test suite (--fast: only the tests
 #                                       not marked live, i.e. no federation in other processes)
+#   ./run.sh lint                       ruff check on the whole repository (the suite runs it too)
 #   ./run.sh py [args]                  the project venv's python (e.g. ./run.sh py -m analysis.compare ...)
 #   ./run.sh run [--run-config '...']   setup, then one experiment through `flwr run`
 #   ./run.sh deploy [--run-config '...'] the same on Flower's deployment engine (SuperLink + SuperNodes)
@@ -173,6 +174,7 @@ case "$cmd" in
     setup; cd "$REPO"
     if [[ "${1:-}" == "--fast" ]]; then shift; exec "$PY" -m pytest -m "not live" "$@"; fi
     exec "$PY" -m pytest "$@" ;;
+  lint) setup; cd "$REPO"; exec "$VENV/bin/ruff" check . ;;
   # The user's directory stays the working one, with the repository importable from anywhere.
   py) setup; PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" "$@" ;;
   run) setup; run_experiment "$@" ;;
@@ -180,5 +182,5 @@ case "$cmd" in
   compare) setup; compare_strategies "$@" ;;
   # The user's directory stays the working one, so --out and --grid resolve where they were typed.
   study) setup; PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m analysis.study "$@" ;;
-  *) echo "usage: ./run.sh setup | clean-cache | test [--fast] [pytest args] | py [python args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X] | study [--strategies '...'] [--seeds ...] [--lambdas ...] [--run-config '...'] [--grid FILE] --out DIR" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh setup | clean-cache | test [--fast] [pytest args] | lint | py [python args] | run [--run-config '<k>=<v> ...'] [--federation-config '...'] | deploy [--run-config '...'] | compare [--run-config '...'] [--strategies '...'] [--lambda X] | study [--strategies '...'] [--seeds ...] [--lambdas ...] [--run-config '...'] [--grid FILE] --out DIR" >&2; exit 2 ;;
 esac

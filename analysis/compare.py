@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.counts import CELLS
 from analysis.cli import OneLineErrorParser
-from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS, ResultsError
+from core.counts import CELLS
 from core.tasks import ATTRIBUTES
+from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS, ResultsError
 
 REQUIRED_FILES = ("config.json", "counts.csv", "metrics.csv", "summary.json")
 CLUSTERS_PREFIX = ["round", "state", "cluster"]

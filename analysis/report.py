@@ -29,6 +29,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from analysis.cli import OneLineErrorParser
 from analysis.compare import (
     BASELINES,
     RunResults,
@@ -44,12 +45,11 @@ from analysis.compare import (
     summary_markdown,
     title_suffix,
 )
-from analysis.cli import OneLineErrorParser
 from analysis.panels import panel_grid, tile_maps
-from recorder.files import ResultsError
 from analysis.tilemap import category_map
 from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES
+from recorder.files import ResultsError
 
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0

@@ -4,10 +4,11 @@ with bootstrap intervals over seeds and one report (Markdown and self-contained 
 `./run.sh study` or `python -m analysis.study --strategies 'fedavg ifca fair-ifca' --seeds 5
 --lambdas 0.5,1,5 --run-config '<common keys>' --out DIR [--grid FILE.toml]`.
 
-A study directory holds `study.json` (its grid), `runs.csv`, `runs/<run>/` (one results directory per
-run), `federations/` (the runs trained together in one `flwr run`), `logs/`, and the outputs (`summary.csv`, the report and its tables). Running the same
-command again trains nothing that is complete, resumes killed runs, retries failed ones and rewrites
-the outputs; a directory holding another study is refused. Grid files: `analysis/grids/paper.toml`.
+A study directory holds `study.json` (its grid), `runs.csv`, `runs/<run>/` (one results directory
+per run), `federations/` (the runs trained together in one `flwr run`), `logs/`, and the outputs
+(`summary.csv`, the report and its tables). Running the same command again trains nothing that is
+complete, resumes killed runs, retries failed ones and rewrites the outputs; a directory holding
+another study is refused. Grid files: `analysis/grids/paper.toml`.
 """
 
 from __future__ import annotations

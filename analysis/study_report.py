@@ -27,10 +27,9 @@ from analysis.panels import panel_grid as _panels
 from analysis.panels import tile_maps
 from analysis.regions import DIVISIONS, client_state
 from analysis.report import BOOTSTRAP_SEED, LEVEL, RESAMPLES, cell
-from recorder.files import write_atomic
 from analysis.stats import PLATEAU_TOL
-from analysis.study_plan import PlannedRun
 from analysis.study_lambda import flip_table, lambda_table
+from analysis.study_plan import PlannedRun
 from analysis.study_tables import (
     ALPHA,
     Arm,
@@ -44,16 +43,17 @@ from analysis.study_tables import (
     final_assignment,
     flagged,
     gaussian_table,
+    lambda_points,
     load_arms,
     pareto_table,
     pooled_loss,
     primary_round,
-    lambda_points,
     summary_table,
     unconverged,
 )
 from analysis.tilemap import TILES, category_map
 from core.states import FOLKTABLES_STATES
+from recorder.files import write_atomic
 
 DPI = 110
 COLORS = colormaps["tab10"].colors
@@ -75,6 +75,10 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def _label(arm: Arm, flags: set[tuple[str, str]]) -> str:
     return arm.label + (f" {FLAG}" if (arm.strategy, arm.config) in flags else "")
+
+
+def _count(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else str(int(v))
 
 
 def _row_label(strategy: str, config: str) -> str:
@@ -271,10 +275,9 @@ def tests_section(comparisons: Comparisons, which: str, flags: set[tuple[str, st
         rows = []
         for r in part.itertuples(index=False):
             label = _row_label(r.strategy, r.config) + (f" {FLAG}" if (r.strategy, r.config) in flags else "")
-            count = (lambda v: "n/a" if not np.isfinite(v) else str(int(v)))
             rows.append([label, quantity_name(r.attribute, r.metric), r.n_states,
                          cell(r.mean_delta, r.ci_low, r.ci_high, r.n_seeds, signed=True), fmt(r.median_delta, True),
-                         fmt(r.W), fmt(r.p), fmt(r.p_holm), count(r.states_ci_above_0), count(r.states_ci_below_0),
+                         fmt(r.W), fmt(r.p), fmt(r.p_holm), _count(r.states_ci_above_0), _count(r.states_ci_below_0),
                          r.verdict])
         blocks += [Heading(3, f"against {baseline}"),
                    table(["configuration", "quantity", "clients tested", "mean Δ", "median Δ", "W", "p", "p_holm",

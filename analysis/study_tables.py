@@ -24,7 +24,6 @@ from analysis.gaussian import ThresholdModel, evaluate
 from analysis.gaussian_tables import GROUP_RATES, PS, SCENARIOS, SIGMA, THETA_SQUARE
 from analysis.regions import DIVISION, REGION, client_state
 from analysis.report import bootstrap_ci
-from recorder.files import METRICS_COLUMNS, ResultsError
 from analysis.stats import (
     adjusted_rand_index,
     chosen_round,
@@ -36,6 +35,7 @@ from analysis.stats import (
 )
 from analysis.study_plan import PlannedRun, is_personalized
 from core.tasks import ATTRIBUTES
+from recorder.files import METRICS_COLUMNS, ResultsError
 
 ROUNDS = ("final", "val-chosen")
 LEVELS = {"mean": "MEAN", "pooled": "ALL"}  # summary level -> metrics.csv state row

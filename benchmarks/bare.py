@@ -29,13 +29,12 @@ import numpy as np
 import pyarrow.parquet as pq
 from flwr.common.config import get_fused_config_from_dir
 
-from core.counts import population_metrics
 from clients.data import StateCodes, StateData, state_codes, state_data
 from clients.local import TRAIN, evaluate_local, local_rng, train_local
-from core.params import Params
-from core.params import init_params
 from clients.shards import ClientId
 from clients.sources import Source, check_table
+from core.counts import population_metrics
+from core.params import Params, init_params
 from core.tasks import TASKS
 from fl_app.config import parse_config
 from strategies.aggregation import weighted_average

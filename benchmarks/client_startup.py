@@ -63,7 +63,7 @@ def main() -> None:
     before = loadavg()
     try:
         trees = {"baseline": checkout(args.baseline, scratch / "baseline"), "current": REPO}
-        for side, tree in trees.items():
+        for tree in trees.values():
             probe(tree, args.data.resolve())  # warms numba's cache and, for this checkout, the data cache
         for _ in range(args.repeats):
             for side, tree in trees.items():

@@ -37,9 +37,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.trainers import train_sgd, train_sgd_torch
 from clients import kernels
-from core.params import Params
+from core.params import Params, init_params
 from core.tasks import TASKS, Numeric
-from core.params import init_params
 from core.torch_model import to_torch
 
 ROWS = 20_000
@@ -49,7 +48,8 @@ ROUNDS = 15
 # Epochs per round: short rounds (about 10 ms for the kernels) so that the best of them finds a
 # quiet moment on a shared machine; torch's cannot be shorter than one epoch (about 0.25 s).
 EPOCHS = {
-    "kernel": 4, "kernel_baseline": 4, "numpy": 1, "torch_dataloader": 1, "torch_slices": 1, "meta_first_order": 4, "meta_hessian_free": 4,
+    "kernel": 4, "kernel_baseline": 4, "numpy": 1, "torch_dataloader": 1, "torch_slices": 1,
+    "meta_first_order": 4, "meta_hessian_free": 4,
 }
 LABELS = {
     "kernel": "(a) kernels.train_sgd (numba, sparse)",

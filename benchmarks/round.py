@@ -254,8 +254,10 @@ def report(s: dict) -> None:
     print(f"peak memory (summed PSS)           {s['peak_pss_mb']:.0f} MB over {s['peak_processes']} processes "
           f"(summed RSS {s['peak_rss_sum_mb']:.0f} MB)")
     print(f"  by process                       {s['peak_breakdown_pss_mb']}")
-    print(f"cache per process                  {s['bare_cache_mb']:.0f} MB compact ({s['bare_encoded_mb']:.0f} MB if kept encoded)")
-    print(f"pooled acc rounds 1, 2             flower {s['pooled_acc_flower']}, bare {[round(a, 4) for a in s['pooled_acc_bare']]}")
+    print(f"cache per process                  {s['bare_cache_mb']:.0f} MB compact "
+          f"({s['bare_encoded_mb']:.0f} MB if kept encoded)")
+    bare_acc = [round(a, 4) for a in s["pooled_acc_bare"]]
+    print(f"pooled acc rounds 1, 2             flower {s['pooled_acc_flower']}, bare {bare_acc}")
     print(f"run.sh wall {s['run_sh_wall_s']:.1f} s; sampler CPU {s['sampler_cpu_s']:.1f} s")
 
 

@@ -21,9 +21,9 @@ from core.cache_dir import cache_root
 # directory instead (set before numba is imported, which reads it then).
 os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root() / "numba"))
 
-from numba import config as numba_config  # noqa: E402
-from numba import njit  # noqa: E402
-from numba.core.caching import UserProvidedCacheLocator  # noqa: E402
+from numba import config as numba_config
+from numba import njit
+from numba.core.caching import UserProvidedCacheLocator
 
 if not numba_config.CACHE_DIR:  # numba was imported before this module set the variable
     numba_config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]

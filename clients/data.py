@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property
 
 import numpy as np
 import pandas as pd
@@ -313,7 +313,7 @@ def build_state_data(
     return StateData(build_state_codes(task, frame, seed, train_rows, test_rows, val_rows))
 
 
-@lru_cache(maxsize=None)
+@cache
 def state_codes(
     source: Source, task_name: str, state: str, seed: int, synthetic_rows: int, reversed_states: tuple[str, ...] = (),
     encoding: str = "grouped", train_rows: int = 0, test_rows: int = 0, val_rows: int = 0,

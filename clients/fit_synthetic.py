@@ -32,8 +32,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from clients.make_sample import DEFAULT_SOURCE
-from core.states import FOLKTABLES_STATES, fips
 from clients.synthetic import PARAMS_PATH, Knobs, _state_block
+from core.states import FOLKTABLES_STATES, fips
 from core.tasks import INCOME, encode
 
 # folktables' ACSIncome 2018 1-Year counts of the states the shared table lacks: CA as its

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("data-path", "data-dir", "resume", "replicates"):
             if raw.get(key):
                 raw[key] = str(Path(str(raw[key])).expanduser().resolve())
-        runs = build_runs(raw, datetime.now(timezone.utc), Path.cwd())
+        runs = build_runs(raw, datetime.now(UTC), Path.cwd())
     except (ValueError, OSError, click.ClickException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -93,7 +93,7 @@ def _answer(part: Part, context: Context) -> RecordDict | Error:
         if part.message_type.startswith("train"):
             job.hang_if_asked()
         reply = HANDLERS[part.message_type](job, part.content)
-    except Exception as ex:  # noqa: BLE001 - as Flower's runtime reports a ClientApp that raised
+    except Exception as ex:  # as Flower's runtime reports a ClientApp that raised
         return Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(ex)}:<'{ex}'>")
     content = RecordDict({"metrics": MetricRecord({**reply.metrics, CLIENT_KEY: job.index})})
     if reply.params is not None:

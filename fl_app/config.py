@@ -10,9 +10,10 @@ keep its default: setting it would silently do nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from clients.sources import SOURCE_KINDS as DATA_SOURCES
 from core.settings import ConfigError, at_least, choice, coerce, keys_of, parse_settings, to_config_dict

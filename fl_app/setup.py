@@ -7,29 +7,30 @@ no results directory behind, nor changes the one being resumed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from logging import ERROR, INFO
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from clients.shards import client_labels
 from clients.sources import Source, resolve_source
+from core.bundle import tag_of
+from core.params import init_params
 from core.rounds import RoundResult
 from core.tasks import task_for
-from core.params import init_params
 from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
+from fl_app.replicates import client_keys, replicate_configs
 from recorder.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint
 from recorder.files import ResultsWriter, git_commit, package_versions
 from recorder.recorder import Recorder
 from strategies.algorithm import Algorithm, ServerSetup
 from strategies.flower import resume_refusal
-from core.bundle import tag_of
-from fl_app.replicates import client_keys, replicate_configs
 from strategies.loop import Exchange, Member, Step, Trained, check_federation_size, step
 from strategies.registry import spec_for
 
@@ -153,7 +154,7 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> list[Path]
 
     A replicate that finishes or stops (`max-failed-rounds`) drops out and the others go on;
     the run fails at the end if any stopped."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     runs = build_runs(raw, started, base)
     lead = runs[0]
     check_federation_size(sorted(grid.get_node_ids()), lead.source.states, lead.config.clients_per_state)

@@ -40,9 +40,9 @@ from core.settings import ConfigError, at_least, choice
 from core.wire import train_type
 from strategies.aggregation import weighted_average
 from strategies.algorithm import Algorithm, Payload, ServerSetup, StrategySpec
+from strategies.fairness import FairnessSettings
 from strategies.fedavg import HANDLERS as FEDAVG_HANDLERS
 from strategies.fedavg import train_global
-from strategies.fairness import FairnessSettings
 from strategies.ifca import aggregate_clusters, cluster_prefix, models_arrays
 from strategies.replies import Update
 

@@ -1,9 +1,10 @@
 """Per-FedAvg: FedAvg over locally meta-trained models; each client deploys its adapted copy.
 
 The server side is FedAvg's weighted average. What differs happens on the clients (see
-`clients.kernels.meta_train` and `adapt`; tests/dense_perfedavg.py is their dense reference): local training is MAML-style meta-training, and evaluation
-reports both the adapted model (deployed) and the unadapted global model, so the effect of
-personalization on accuracy and fairness is visible within one run.
+`clients.kernels.meta_train` and `adapt`; tests/dense_perfedavg.py is their dense reference): local
+training is MAML-style meta-training, and evaluation reports both the adapted model (deployed) and
+the unadapted global model, so the effect of personalization on accuracy and fairness is visible
+within one run.
 
 Adaptation has its own step size `adapt-lr`: the study's lr (0.001) is FedAvg's, and 5 steps
 of it barely moved the model (adapted and global mean accuracy differed by less than 0.001 on

@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterable
 
 from flwr.app import Message
-from flwr.supercore.run import Run
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 from flwr.superlink.grid import InMemoryGrid
 
 REPLY_POLL_S = 0.1  # deployment engine: each pull is an RPC to the SuperLink

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from flwr.app import Context, Error, Message, RecordDict
-from flwr.common.constant import ErrorCode
 from flwr.common.config import get_fused_config_from_dir
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -87,7 +87,7 @@ class InProcessGrid(Grid):
         """The ClientApp's reply; an exception becomes an error reply, as Flower's runtime makes it."""
         try:
             return client_app(message, self.contexts[message.metadata.dst_node_id])
-        except Exception as ex:  # noqa: BLE001 - any ClientApp exception is a failed client
+        except Exception as ex:  # any ClientApp exception is a failed client
             error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(ex)}:<'{ex}'>")
             return Message(error, reply_to=message)
 

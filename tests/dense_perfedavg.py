@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from clients.data import Split
-from tests.dense_training import batch_slices, gradient
 from core.params import Params, copy_params
+from tests.dense_training import batch_slices, gradient
 
 FD_DELTA = 1e-3  # finite-difference step of the Hessian-vector product
 

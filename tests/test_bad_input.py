@@ -14,19 +14,20 @@ from hypothesis import strategies as st
 
 from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES, INCOME, TASKS
-from tests.conftest import REPO, income_frame, run_in_process
 from fl_app.config import DATA_SOURCES, FAIL_MODES
+from strategies.fairness import FAIR_METRICS
 from strategies.flhc import LINKAGES
 from strategies.flower import NAMES as FLOWER_NAMES
-from strategies.fairness import FAIR_METRICS
 from strategies.perfedavg import MAML_VARIANTS
 from strategies.registry import STRATEGIES
+from tests.conftest import REPO, income_frame, run_in_process
 
 EXAMPLES = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 BASE = {"states": "AL,CA", "data-source": "synthetic", "synthetic-rows": 200, "num-server-rounds": 1, "local-epochs": 1}
 
-CHOICES = {"task": list(TASKS), "strategy": [*STRATEGIES, *FLOWER_NAMES], "data-source": DATA_SOURCES, "fair-attribute": list(ATTRIBUTES),
-           "fair-metric": FAIR_METRICS, "maml-variant": MAML_VARIANTS, "fail-mode": FAIL_MODES, "linkage": LINKAGES}
+CHOICES = {"task": list(TASKS), "strategy": [*STRATEGIES, *FLOWER_NAMES], "data-source": DATA_SOURCES,
+           "fair-attribute": list(ATTRIBUTES), "fair-metric": FAIR_METRICS, "maml-variant": MAML_VARIANTS,
+           "fail-mode": FAIL_MODES, "linkage": LINKAGES}
 INT_MINIMUM = {"num-server-rounds": 1, "local-epochs": 1, "batch-size": 1, "seed": 0, "synthetic-rows": 0, "k": 1,
                "warmup-rounds": 0, "adapt-steps": 0, "max-failed-rounds": 1}
 NEGATIVE = st.floats(max_value=-math.ulp(0.0), allow_nan=False)
@@ -167,7 +168,8 @@ def test_a_label_other_than_0_or_1_is_named(row, value, tmp_path_factory):
 
 
 @EXAMPLES
-@given(row=st.integers(0, 49), value=code.filter(lambda c: c not in FOLKTABLES_STATES), suffix=st.sampled_from([".csv", ".parquet"]))
+@given(row=st.integers(0, 49), value=code.filter(lambda c: c not in FOLKTABLES_STATES),
+       suffix=st.sampled_from([".csv", ".parquet"]))
 def test_an_unknown_state_code_names_the_state_column(row, value, suffix, tmp_path_factory):
     frame = good_frame()
     frame.loc[row, "STATE"] = value

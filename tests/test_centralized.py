@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 from clients.data import Split, state_data
+from clients.kernels import sparse_from_dense, train_sgd
 from clients.local import evaluate_local
 from clients.shards import ClientId
 from clients.sources import Source
-from clients.kernels import sparse_from_dense, train_sgd
+from core.params import init_params
 from core.rounds import RoundHealth
 from core.tasks import task_for
-from core.params import init_params
 from fl_app.config import parse_config
 from recorder.checkpoint import CHECKPOINT_FILE
 from strategies.algorithm import ServerSetup

@@ -18,8 +18,8 @@ from analysis.compare import (
     gain_loss_summary,
     main,
 )
-from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS
 from core.tasks import ATTRIBUTES
+from recorder.files import COUNTS_COLUMNS, METRICS_COLUMNS
 
 NAN = math.nan
 # state -> (accuracy, sp_gap sex, sp_gap race) at the final round (2); other gaps are 0.1 everywhere.

@@ -5,12 +5,11 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from core.params import init_params
-from tests.conftest import REAL_RUN_CONFIG, InProcessGrid, run_in_process, run_sh
-from core.params import to_record
+from core.params import init_params, to_record
 from core.rounds import RoundHealth
 from core.wire import CLIENT_KEY
 from strategies.replies import usable_updates
+from tests.conftest import REAL_RUN_CONFIG, InProcessGrid, run_in_process, run_sh
 
 IFCA = {"strategy": "ifca", "states": "AL,CA,OH,TX,VT,WA", "synthetic-reversed": "TX,VT,WA", "data-source": "synthetic",
         "synthetic-rows": 1500, "num-server-rounds": 3, "local-epochs": 1, "lr": 0.3, "warmup-rounds": 1,

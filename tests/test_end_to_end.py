@@ -75,8 +75,8 @@ def test_summary_is_the_final_rounds_headline(fedavg_run):
 
 
 def test_console_shows_one_line_per_round(fedavg_run):
-    lines = [l for l in fedavg_run[1].stdout.splitlines() if re.search(r"\bround +\d+/2 \|", l)]
-    assert [re.search(r"\bround +(\d+)/2 \|", l).group(1) for l in lines] == ["1", "2"]
+    lines = [line for line in fedavg_run[1].stdout.splitlines() if re.search(r"\bround +\d+/2 \|", line)]
+    assert [re.search(r"\bround +(\d+)/2 \|", line).group(1) for line in lines] == ["1", "2"]
     assert "mean SP gap sex" in lines[0] and re.search(r"\| elapsed \d+:\d\d, ETA \d+:\d\d$", lines[0].rstrip())
     assert lines[1].rstrip().endswith("ETA 0:00")
 

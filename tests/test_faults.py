@@ -6,12 +6,12 @@ import pytest
 from flwr.app import MetricRecord
 
 from clients.local import UPDATE_FAULTS, corrupt_update, fault_strikes
-from core.params import init_params
 from clients.shards import ClientId
+from core.params import init_params
 from core.states import FOLKTABLES_STATES
-from tests.conftest import run_in_process
 from strategies.ifca import cluster_reply_problem
 from strategies.replies import update_problem
+from tests.conftest import run_in_process
 
 SHAPES = {k: v.shape for k, v in init_params(6, 4, 0).items()}
 STATES = ["AL", "CA", "WY"]
@@ -141,7 +141,7 @@ def test_failure_counts_follow_the_seeded_draws(federation, tmp_path):
 
 def test_the_console_line_counts_failures(federation, tmp_path, caplog):
     federation({**SETTINGS, "num-server-rounds": 1, "fail-states": "CA,WY"}, tmp_path / "r")
-    line = next(l for l in caplog.text.splitlines() if "round   1/1 |" in l)
+    line = next(line for line in caplog.text.splitlines() if "round   1/1 |" in line)
     assert "| failed 2 rejected 0 eval-failed 0 |" in line
 
 

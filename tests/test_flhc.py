@@ -13,19 +13,18 @@ from sklearn.metrics import adjusted_rand_score
 
 from clients.data import Split, state_data
 from clients.local import score_models
-from tests.dense_training import train_sgd
 from clients.shards import ClientId
 from clients.sources import Source
-from core.params import PARAM_KEYS
+from core.params import PARAM_KEYS, init_params
 from core.settings import ConfigError
 from core.tasks import task_for
-from core.params import init_params
 from fl_app.config import parse_config
 from recorder.checkpoint import CHECKPOINT_FILE
 from strategies.algorithm import ServerSetup
 from strategies.flhc import FLHC, cluster_labels, complete_assignment, update_distances, update_matrix
 from strategies.replies import Update
 from tests.conftest import REPO, run_in_process, run_sh
+from tests.dense_training import train_sgd
 from tests.test_resume import killed_in_process
 
 # --- the clustering core ------------------------------------------------------------------------

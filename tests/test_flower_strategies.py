@@ -7,8 +7,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flower_strategies
 from flwr.supercore.task_identity import TaskIdentity
 
-from core.params import from_record, to_record
-from core.params import init_params
+from core.params import from_record, init_params, to_record
 from core.wire import CLIENT_KEY
 from strategies.aggregation import weighted_average
 from strategies.flower import NAMES
@@ -27,7 +26,8 @@ def reply(params, n: int, client: int) -> Message:
 def test_flower_fedavg_aggregation_equals_ours_within_float32_rounding():
     models = [init_params(101, 32, seed) for seed in range(3)]
     ours = weighted_average(models, [100, 250, 40])
-    theirs, _ = flower_strategies.FedAvg().aggregate_train(1, [reply(m, n, i) for i, (m, n) in enumerate(zip(models, (100, 250, 40)))])
+    replies = [reply(m, n, i) for i, (m, n) in enumerate(zip(models, (100, 250, 40)))]
+    theirs, _ = flower_strategies.FedAvg().aggregate_train(1, replies)
     for key, value in from_record(theirs).items():
         np.testing.assert_allclose(value, ours[key], rtol=0, atol=1e-6)
 
@@ -42,7 +42,8 @@ def test_flwr_fedavg_gives_fedavgs_results(tmp_path):
 
 def test_flwr_fedprox_trains_closer_to_the_global_model_than_fedavg(tmp_path):
     fedavg = pd.read_csv(run_in_process({**SETTINGS, "strategy": "flwr:FedAvg"}, tmp_path / "a") / "metrics.csv")
-    prox = pd.read_csv(run_in_process({**SETTINGS, "strategy": "flwr:FedProx", "proximal-mu": 5.0}, tmp_path / "b") / "metrics.csv")
+    prox_run = run_in_process({**SETTINGS, "strategy": "flwr:FedProx", "proximal-mu": 5.0}, tmp_path / "b")
+    prox = pd.read_csv(prox_run / "metrics.csv")
     assert not np.allclose(prox["value"].dropna(), fedavg["value"].dropna())
 
 

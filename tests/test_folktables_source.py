@@ -12,7 +12,7 @@ from folktables import acs
 from clients import download_acs, make_employment_sample, make_sample
 from clients.sources import resolve_source, state_records
 from clients.synthetic import synthetic_pums, write_folktables_fixture
-from core.tasks import EMPLOYMENT, INCOME, PAPER_EMPLOYMENT, OneHot, TASKS, encode
+from core.tasks import EMPLOYMENT, INCOME, PAPER_EMPLOYMENT, TASKS, OneHot, encode
 from tests.conftest import run_in_process
 
 PUMS_DIR = make_employment_sample.DEFAULT_PUMS_DIR
@@ -21,7 +21,8 @@ MA_TABLE = make_employment_sample.DEFAULT_TABLE
 INCOME_TABLE = make_sample.DEFAULT_SOURCE
 needs_wy = pytest.mark.skipif(not WY_FILE.is_file(), reason=f"the real Wyoming PUMS file {WY_FILE} is not on this machine")
 needs_ma = pytest.mark.skipif(not MA_TABLE.is_file(), reason=f"the real MA employment table {MA_TABLE} is not on this machine")
-needs_income = pytest.mark.skipif(not INCOME_TABLE.is_file(), reason=f"the shared income table {INCOME_TABLE} is not on this machine")
+needs_income = pytest.mark.skipif(not INCOME_TABLE.is_file(),
+                                  reason=f"the shared income table {INCOME_TABLE} is not on this machine")
 
 
 def wyoming(task, root=PUMS_DIR) -> pd.DataFrame:

@@ -8,19 +8,18 @@ import pandas as pd
 import pytest
 import torch
 
-from core.counts import confusion_counts
 from clients import kernels
 from clients.compiled import ContentLocator
 from clients.data import Split, build_state_codes
-from core.params import PARAM_KEYS
-from core.params import init_params
+from core.counts import confusion_counts
+from core.params import PARAM_KEYS, init_params
+from core.tasks import TASKS, Binned, Numeric, OneHot
 from tests.dense_perfedavg import adapt as dense_adapt
 from tests.dense_perfedavg import meta_train as dense_meta_train
-from core.tasks import TASKS, Binned, Numeric, OneHot
-from tests.torch_training import train_sgd_torch
 from tests.dense_training import evaluate_dense as evaluate_local
 from tests.dense_training import gradient, mean_loss, train_sgd
 from tests.dense_training import score_models_dense as dense_score_models
+from tests.torch_training import train_sgd_torch
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 SHAPES = [(task, standardized) for task in sorted(TASKS) for standardized in (False, True)]

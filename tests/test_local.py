@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from flwr.app import MetricRecord
 
-from clients.shards import ClientId
 from clients.local import fault_strikes
+from clients.shards import ClientId
 from clients.sources import Source
 from core.params import init_params
 from fl_app.config import parse_config

@@ -187,4 +187,4 @@ def test_the_grouped_encoding_is_not_standardized(make_income_frame):
 def test_a_client_without_training_records_cannot_be_standardized(make_income_frame):
     data = build_state_data(PAPER_INCOME, make_income_frame("AL", 300), 0, 0, 100, 100)
     with pytest.raises(ValueError, match="client AL has no training records to standardize its inputs with"):
-        data.test
+        _ = data.test

@@ -6,7 +6,7 @@ logic and the ClientApp handlers are the real ones. The same behaviours on Flowe
 engine are tested in tests/test_deployment_faults.py.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -94,7 +94,7 @@ class ScriptedGrid(InProcessGrid):
         context = self.contexts[CA if node == NEW_CA else node]
         try:
             reply = client_app(message, context)
-        except Exception as ex:  # noqa: BLE001 - as Flower's runtime: an error reply
+        except Exception as ex:  # as Flower's runtime: an error reply
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(ex)), reply_to=message)
         return reply
 
@@ -128,7 +128,7 @@ def test_min_clients_below_one_is_a_fraction_of_the_clients_rounded_up():
 
 def test_min_clients_above_the_federation_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match=r"'min-clients' \(4\) asks for more clients than the run has \(3\)"):
-        build_run(raw_config({**BASE, "min-clients": 4}, tmp_path / "r"), datetime.now(timezone.utc), tmp_path)
+        build_run(raw_config({**BASE, "min-clients": 4}, tmp_path / "r"), datetime.now(UTC), tmp_path)
     assert not (tmp_path / "r").exists()
 
 
@@ -155,7 +155,7 @@ def test_a_round_below_min_clients_applies_no_aggregate_whatever_the_strategy(st
 def test_a_round_below_min_clients_says_how_many_updates_it_had(tmp_path, caplog):
     with pytest.raises(QuorumError):
         run_in_process({**BASE, "min-clients": 3, "max-failed-rounds": 1}, tmp_path / "r", grid_class=LosesCA)
-    line = next(l for l in caplog.text.splitlines() if "round   2/4 |" in l)
+    line = next(line for line in caplog.text.splitlines() if "round   2/4 |" in line)
     assert "| failed 1 rejected 0 eval-failed 1 | 2 usable update(s) < min-clients 3: previous model kept |" in line
 
 
@@ -280,7 +280,7 @@ def test_with_node_states_a_node_bound_to_no_state_is_refused(tmp_path, caplog):
 
 def test_node_states_naming_a_state_outside_the_run_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"'node-states' binds nodes to state\(s\) TX outside the run's states"):
-        build_run(raw_config({**BASE, "node-states": "7=TX"}, tmp_path / "r"), datetime.now(timezone.utc), tmp_path)
+        build_run(raw_config({**BASE, "node-states": "7=TX"}, tmp_path / "r"), datetime.now(UTC), tmp_path)
 
 
 def test_node_states_parse_into_bindings():

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from clients.data import (
-    StateData, build_state_codes, build_state_data, partition_indices, partition_sizes, split_indices,
+    StateData,
+    build_state_codes,
+    build_state_data,
+    partition_indices,
+    partition_sizes,
+    split_indices,
 )
 from clients.shards import ClientId, shard_positions
 from core.tasks import INCOME, encode

@@ -6,9 +6,9 @@ from flwr.app import Message, RecordDict
 from flwr.server.superlink.linkstate import LinkStateFactory
 from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
 from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
-from flwr.supercore.task_identity import TaskIdentity
 
 from strategies.polling import REPLY_POLL_S, PollingGrid, receive
 

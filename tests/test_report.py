@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from analysis.compare import RunResults
-from core.counts import confusion_counts
-from recorder.metrics import metrics_frame
 from analysis.report import bootstrap_ci, main
-from recorder.files import COUNTS_COLUMNS
 from analysis.tilemap import COLUMNS, ROWS, TILES
+from core.counts import confusion_counts
 from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES
+from recorder.files import COUNTS_COLUMNS
+from recorder.metrics import metrics_frame
 
 SIZES = {"CA": 400, "TX": 300, "VT": 60, "WY": 25}  # test records per state
 ROUNDS = 3

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 from flwr.common.config import get_fused_config_from_dir
 
-from recorder.files import ResultsError, ResultsWriter
-from tests.conftest import REAL_RUN_CONFIG, REPO, run_in_process, run_sh
 from fl_app.config import ConfigError
 from fl_app.setup import build_run
 from recorder.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
+from recorder.files import ResultsError, ResultsWriter
+from tests.conftest import REAL_RUN_CONFIG, REPO, run_in_process, run_sh
 
 FEDAVG = {"states": "AL,CA,WY", "data-source": "synthetic", "synthetic-rows": 1500, "num-server-rounds": 4,
           "local-epochs": 2, "lr": 0.3, "batch-size": 16}
@@ -169,7 +169,7 @@ def test_a_resumed_run_may_stop_at_fewer_rounds(killed_fedavg, federation, unint
     results = killed_fedavg
     federation({**FEDAVG, "num-server-rounds": 3, "resume": str(results)}, results)
     reference = (uninterrupted["fedavg"] / "metrics.csv").read_text().splitlines()
-    assert (results / "metrics.csv").read_text().splitlines() == [l for l in reference if not l.startswith("4,")]
+    assert (results / "metrics.csv").read_text().splitlines() == [line for line in reference if not line.startswith("4,")]
     assert json.loads((results / "summary.json").read_text())["rounds"] == 3
 
 
@@ -188,29 +188,29 @@ def resume_config(results: Path, **changes) -> dict:
 def test_resume_refuses_a_changed_config_naming_the_keys(killed_fedavg):
     before = {p.name: p.read_bytes() for p in killed_fedavg.iterdir()}
     with pytest.raises(ConfigError, match=r"key\(s\) local-epochs, lr differ \(local-epochs 2 -> 3; lr 0.3 -> 0.1\)"):
-        build_run(resume_config(killed_fedavg, lr=0.1, **{"local-epochs": 3}), datetime.now(timezone.utc), REPO)
+        build_run(resume_config(killed_fedavg, lr=0.1, **{"local-epochs": 3}), datetime.now(UTC), REPO)
     assert {p.name: p.read_bytes() for p in killed_fedavg.iterdir()} == before
 
 
 def test_resume_refuses_fewer_rounds_than_completed(killed_fedavg):
     with pytest.raises(ConfigError, match=r"'num-server-rounds' \(1\) is below the 2 rounds"):
-        build_run(resume_config(killed_fedavg, **{"num-server-rounds": 1}), datetime.now(timezone.utc), REPO)
+        build_run(resume_config(killed_fedavg, **{"num-server-rounds": 1}), datetime.now(UTC), REPO)
 
 
 def test_resume_refuses_a_finished_run(uninterrupted):
     finished = uninterrupted["fedavg"]
     with pytest.raises(ConfigError, match="has finished"):
-        build_run(resume_config(finished), datetime.now(timezone.utc), REPO)
+        build_run(resume_config(finished), datetime.now(UTC), REPO)
 
 
 def test_resume_refuses_a_directory_that_is_no_run(tmp_path):
     with pytest.raises(ConfigError, match="holds no config.json"):
-        build_run(resume_config(tmp_path), datetime.now(timezone.utc), REPO)
+        build_run(resume_config(tmp_path), datetime.now(UTC), REPO)
 
 
 def test_resume_refuses_another_results_dir(killed_fedavg, tmp_path):
     with pytest.raises(ConfigError, match="'resume' .* and 'results-dir' .* name different directories"):
-        build_run(resume_config(killed_fedavg, **{"results-dir": str(tmp_path / "other")}), datetime.now(timezone.utc), REPO)
+        build_run(resume_config(killed_fedavg, **{"results-dir": str(tmp_path / "other")}), datetime.now(UTC), REPO)
 
 
 # --- the real thing: SIGKILL a `./run.sh run` (flwr run) and resume it ----------------------------

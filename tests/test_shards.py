@@ -5,8 +5,8 @@ import pytest
 
 from clients.data import StateData, build_state_codes
 from clients.local import evaluate_local, fault_strikes, local_rng
-from core.params import init_params
 from clients.shards import ClientId, client_labels, shard_positions
+from core.params import init_params
 from core.tasks import INCOME
 from fl_app.client_app import client_index
 
@@ -54,7 +54,7 @@ def test_pooled_counts_of_the_shards_equal_the_states(make_income_frame):
 def test_a_shard_without_test_records_is_named(make_income_frame):
     codes = build_state_codes(INCOME, make_income_frame("AL", 10), seed=0)
     with pytest.raises(ValueError, match="client AL-2 has no test records"):
-        StateData(codes, ClientId("AL", 2, 3)).test
+        _ = StateData(codes, ClientId("AL", 2, 3)).test
 
 
 def test_labels_are_state_codes_for_one_client_per_state_and_numbered_shards_otherwise():

@@ -20,20 +20,20 @@ import pytest
 from scipy.stats import wilcoxon
 from sklearn.metrics import adjusted_rand_score
 
-from core.counts import confusion_counts
-from recorder.metrics import metrics_frame
-from analysis.report import bootstrap_ci
-from recorder.files import COUNTS_COLUMNS
-from analysis.stats import adjusted_rand_index, chosen_round, holm, pareto_front, plateau_round, signed_rank_test
 from analysis.compare import RunResults
 from analysis.document import to_markdown
+from analysis.report import bootstrap_ci
+from analysis.stats import adjusted_rand_index, chosen_round, holm, pareto_front, plateau_round, signed_rank_test
 from analysis.study import build_parser, main
 from analysis.study_plan import build_grid, plan, study_record, study_settings
-from analysis.study_run import eta, federation_config, federations, run_state
 from analysis.study_report import data_section
+from analysis.study_run import eta, federation_config, federations, run_state
 from analysis.study_tables import Arm, verdict
+from core.counts import confusion_counts
 from core.states import FOLKTABLES_STATES
 from core.tasks import ATTRIBUTES
+from recorder.files import COUNTS_COLUMNS
+from recorder.metrics import metrics_frame
 from tests.conftest import REPO
 from tests.test_resume import kill_marked
 

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.params import PARAM_KEYS
-from core.params import init_params
-from core.torch_model import TorchMLP, to_torch
+from core.params import PARAM_KEYS, init_params
 from core.tasks import TASKS
+from core.torch_model import TorchMLP, to_torch
 from tests.dense_training import (
     batch_slices,
     gradient,

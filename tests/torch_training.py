@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tests.dense_training import batch_slices
 from core.params import Params, copy_params
 from core.torch_model import to_params, to_torch
+from tests.dense_training import batch_slices
 
 
 def train_sgd_torch(
