@@ -13,7 +13,7 @@
 #   ./run.sh study [--strategies '...'] [--seeds N|0,1,2] [--lambdas 0.5,1] [--run-config '...'] [--grid FILE] --out DIR
 #                                       strategies x seeds (resumable), summary with bootstrap CIs, report
 # FAIRFL_NO_REPORT=1 skips the end-of-run report (compare writes one for all its runs).
-# `run` takes care of the Flower traps measured here (see README): no runtime dependency
+# `run` takes care of the Flower traps measured here (see docs/deployment.md): no runtime dependency
 # install, absolute paths, the right number of SuperNodes, its own SuperLink (own FLWR_HOME
 # and ports, stopped by pid at the end), and a non-zero exit when the run failed.
 set -euo pipefail
@@ -134,11 +134,10 @@ run_experiment() {
   echo "results: $results"
 }
 
-# The study's hyperparameters per strategy come from the strategy registry (README
-# "Strategies"); the user's --run-config is applied after them.
+# The study's hyperparameters per strategy come from the strategy registry (docs/strategies.md),
+# with the fairness weight for the strategies that take one; the user's --run-config comes after.
 study_settings() {
-  if [[ "$1" == fair-* ]]; then set -- "$1" "lambda=$2"; else set -- "$1"; fi
-  (cd "$REPO" && "$PY" -m fl_app.study_settings "$@")
+  (cd "$REPO" && "$PY" -m fl_app.study_settings "$1" --lambda "$2")
 }
 
 compare_strategies() {

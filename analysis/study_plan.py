@@ -20,6 +20,7 @@ import click
 from flwr.common.config import parse_config_args
 
 from core.settings import ConfigError
+from fl_app.config import config_keys
 from strategies.algorithm import StrategySpec
 from strategies.flower import NAMES as FLOWER_NAMES
 from strategies.registry import STRATEGIES, own_keys, spec_for
@@ -70,12 +71,6 @@ def is_personalized(strategy: str) -> bool:
 
 # --- the grid -------------------------------------------------------------------------------------
 
-def app_config_keys() -> tuple[str, ...]:
-    """The run-config keys the app accepts (pyproject's [tool.flwr.app.config])."""
-    with open(REPO / "pyproject.toml", "rb") as handle:
-        return tuple(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
-
-
 def literal(value: Any, where: str) -> str:
     """A run-config value as flwr's --run-config parses it back: TOML scalars only."""
     if isinstance(value, bool):
@@ -104,7 +99,7 @@ def parse_run_config(text: str, where: str = "--run-config") -> dict[str, Any]:
 
 def check_keys(keys: Mapping[str, Any], where: str, fair: bool = False) -> dict[str, str]:
     """Run-config keys checked against the app's and the study's own; returned as literals."""
-    valid = [k for k in app_config_keys() if k not in (*STUDY_KEYS, LAMBDA_KEY)]
+    valid = [k for k in config_keys() if k not in (*STUDY_KEYS, LAMBDA_KEY)]
     unknown = sorted(set(keys) - set(valid) - {*STUDY_KEYS, LAMBDA_KEY})
     if unknown:
         raise StudyError(f"{where}: unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")

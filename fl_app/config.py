@@ -25,7 +25,7 @@ FAIL_MODES = ("train-error", "evaluate-error", "nan-update", "shape-update", "ke
 # Keys a resume may change: how long, and the operational rules that say when to wait or stop.
 RESUME_MAY_CHANGE = ("num-server-rounds", "resume", "results-dir", "round-timeout", "max-failed-rounds", "node-states",
                      "replicates")
-# What a preset sets, besides each strategy's study settings (README "Presets").
+# What a preset sets, besides each strategy's study settings (docs/configuration.md "Presets").
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"encoding": "paper", "train-rows": 1000, "test-rows": 2000, "val-rows": 2000},
 }
@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Resolved, validated run settings (see README for the meaning of each key)."""
+    """Resolved, validated run settings (docs/configuration.md gives the meaning of each key)."""
 
     task: str = "income"
     strategy: str = "fedavg"
@@ -86,15 +86,20 @@ class RunConfig:
 COMMON_KEYS = {k: f for k, f in keys_of(RunConfig).items() if f.name != "params"}
 
 
-def valid_keys() -> list[str]:
-    return [*COMMON_KEYS, *strategy_keys()]
+def config_keys() -> dict[str, Any]:
+    """Every valid run-config key and its default: the common keys (`RunConfig`), then each
+    strategy's own (its settings). The one answer to "which keys are there": the config check,
+    presets, resume, the study's key check and the docs test all ask it, and pyproject's
+    [tool.flwr.app.config] must hold exactly these keys and defaults (tests/test_config.py)."""
+    return {**RunConfig().to_dict(), **{k: default for k, (default, _, _) in strategy_keys().items()}}
 
 
 def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     """Validate a run-config mapping (Flower's `context.run_config`) into a `RunConfig`."""
-    unknown = sorted(set(raw) - set(valid_keys()))
+    valid = config_keys()
+    unknown = sorted(set(raw) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid_keys())}")
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
     raw = with_preset(raw)
     common = {k: v for k, v in raw.items() if k in COMMON_KEYS}
     config = parse_settings(RunConfig, common)
@@ -114,10 +119,6 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     return config
 
 
-def declared_defaults() -> dict[str, Any]:
-    return {**{k: d for k, (d, _, _) in strategy_keys().items()}, **RunConfig().to_dict()}
-
-
 def with_preset(raw: Mapping[str, Any]) -> dict[str, Any]:
     """`raw` with its preset's values for every key it leaves at the default.
 
@@ -132,7 +133,7 @@ def with_preset(raw: Mapping[str, Any]) -> dict[str, Any]:
     choice("preset", name, ["", *PRESETS])
     strategy = raw.get("strategy", RunConfig.strategy)
     values = {**PRESETS[name], **(spec_for(strategy).study if isinstance(strategy, str) else {})}
-    defaults = declared_defaults()
+    defaults = config_keys()
     return {**raw, **{k: v for k, v in values.items() if raw.get(k, defaults[k]) == defaults[k]}}
 
 
@@ -217,17 +218,20 @@ def resume_conflicts(checkpointed: Mapping[str, Any], requested: Mapping[str, An
     """Keys whose value differs from the checkpointed run's, except those a resume may change.
 
     A key the checkpointed run's config lacks (it predates the key) had its default value."""
-    defaults = declared_defaults()
+    defaults = config_keys()
     before = {**defaults, **checkpointed}
     now = {**defaults, **requested}
     keys = (set(checkpointed) | set(requested)) - set(RESUME_MAY_CHANGE)
     return sorted(k for k in keys if before.get(k) != now.get(k))
 
 
-def absolute_results_dir(config: RunConfig, timestamp: str, base: Path) -> Path:
-    """The run's results directory: `results-dir` if set, else `results/<ts>-<strategy>-<task>`."""
+def absolute_results_dir(config: RunConfig, timestamp: str, base: Path, data_kind: str) -> Path:
+    """The run's results directory: `results-dir` if set, else `results/<ts>-<strategy>-<task>`,
+    with `-synthetic` appended on synthetic data (`data_kind`, the resolved source), so a
+    directory listing never passes a synthetic run off as one on census records."""
     name = config.strategy.replace(":", "-")
+    synthetic = "-synthetic" if data_kind == "synthetic" else ""
     chosen = Path(config.results_dir) if config.results_dir else (
-        Path("results") / f"{timestamp}-{name}-{config.task}"
+        Path("results") / f"{timestamp}-{name}-{config.task}{synthetic}"
     )
     return chosen if chosen.is_absolute() else (base / chosen).resolve()

@@ -80,7 +80,7 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
         writer = ResultsWriter(Path(config.resume).resolve())
         checkpoint = resume_point(config, source, writer, base)
     else:
-        writer = ResultsWriter(absolute_results_dir(config, started.strftime("%Y%m%d-%H%M%S"), base))
+        writer = ResultsWriter(absolute_results_dir(config, started.strftime("%Y%m%d-%H%M%S"), base, source.kind))
         ResultsWriter.check_free(writer.directory)
         checkpoint = None
     clients = client_labels(source.states, config.clients_per_state)
@@ -114,7 +114,7 @@ def resume_point(config: RunConfig, source: Source, writer: ResultsWriter, base:
     RESUME_MAY_CHANGE), naming the keys.
     """
     directory = writer.directory
-    if config.results_dir and absolute_results_dir(config, "", base) != directory:
+    if config.results_dir and absolute_results_dir(config, "", base, source.kind) != directory:
         raise ConfigError(
             f"config keys 'resume' ({directory}) and 'results-dir' ({config.results_dir}) name different "
             "directories; a resumed run writes to its own, so give only 'resume'"

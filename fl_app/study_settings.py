@@ -1,7 +1,9 @@
 """Print a strategy's study hyperparameters as a `--run-config` string (for run.sh compare).
 
-`python -m fl_app.study_settings NAME [KEY=VALUE ...]`: the registry's study settings for
-NAME, with the given keys replacing or adding to them; exit 2 naming the valid strategies.
+`python -m fl_app.study_settings NAME [--lambda X] [KEY=VALUE ...]`: the registry's study
+settings for NAME, with the given keys replacing or adding to them; `--lambda` is applied only
+when NAME owns the `lambda` key (the Fair-* strategies), so run.sh needs no list of them. Exit 2
+naming the valid strategies.
 """
 
 from __future__ import annotations
@@ -10,21 +12,32 @@ import json
 import sys
 
 from core.settings import ConfigError
-from strategies.registry import spec_for, study_settings
+from strategies.registry import own_keys, spec_for, study_settings
+
+USAGE = "usage: python -m fl_app.study_settings NAME [--lambda X] [KEY=VALUE ...]"
 
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python -m fl_app.study_settings NAME [KEY=VALUE ...]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
-    name, pairs = argv[0], argv[1:]
+    name, rest = argv[0], list(argv[1:])
     try:
-        spec_for(name)
+        spec = spec_for(name)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    weight: list[str] = []
+    if "--lambda" in rest:
+        at = rest.index("--lambda")
+        if at + 1 >= len(rest):
+            print(USAGE, file=sys.stderr)
+            return 2
+        value = rest[at + 1]
+        del rest[at:at + 2]
+        weight = [f"lambda={value}"] if "lambda" in own_keys(spec) else []
     typed = {k: json.dumps(v) for k, v in study_settings(name).items()}  # run-config (TOML) literals
-    settings = {**typed, **dict(pair.split("=", 1) for pair in pairs)}
+    settings = {**typed, **dict(pair.split("=", 1) for pair in [*weight, *rest])}
     print(" ".join(f"{k}={v}" for k, v in settings.items()))
     return 0
 

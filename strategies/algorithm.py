@@ -15,6 +15,7 @@ client handlers by message type, and the study's hyperparameters for it. The reg
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +64,11 @@ class Request:
     payloads: Mapping[int, Payload]
 
 
-class Algorithm:
-    """The server half of a strategy; subclasses override what differs from FedAvg's shape."""
+class Algorithm(ABC):
+    """The server half of a strategy. A subclass implements the five abstract hooks (what a
+    client is sent to train and to evaluate, how updates fold into the state, and the state's
+    checkpoint round trip); the other hooks have FedAvg's shape and are overridden where a
+    strategy differs (e.g. centralized and the Flower built-ins replace `train_request`)."""
 
     train_message = train_type()
     evaluate_message = evaluate_type()
@@ -76,8 +80,11 @@ class Algorithm:
         self.shapes = {k: v.shape for k, v in setup.initial.items()}
 
     # -- the pure hooks ------------------------------------------------------------------------
+    @abstractmethod
     def train_payload(self, server_round: int, client: int) -> Payload:
-        raise NotImplementedError
+        """What client index `client` is sent to train in `server_round`: the model(s) it trains
+        and any config entries its handler reads. Called once per reachable client per round,
+        by `train_request`, before any of that round's replies are in."""
 
     def train_message_for(self, server_round: int) -> str:
         """The message type of this round's training (and so the client handler that runs)."""
@@ -87,13 +94,17 @@ class Algorithm:
         """Why a training reply's metrics cannot be used (None: they can); beyond the shared checks."""
         return None
 
+    @abstractmethod
     def aggregate(self, server_round: int, updates: Sequence[Update]) -> list[dict[str, Any]] | None:
-        """Fold the round's usable updates (sorted by client) into the state; returns the
-        clusters.csv rows of the clients that chose a cluster (None: not clustered)."""
-        raise NotImplementedError
+        """Fold the round's usable updates (sorted by client; possibly none) into the state.
+        Called once per round after the training replies are checked. Returns the clusters.csv
+        rows of the clients that chose a cluster this round, or None when not clustered."""
 
+    @abstractmethod
     def evaluate_payload(self, server_round: int, client: int) -> Payload:
-        raise NotImplementedError
+        """What client index `client` is sent to evaluate the models of `server_round`: the
+        model(s) it deploys (and, for personalized strategies, the global one). Called after that
+        round's `aggregate`, once per reachable client."""
 
     def read_evaluation(self, metrics: MetricRecord, prefix: str = "") -> dict[str, Evaluation]:
         """One client's evaluation reply, per model tag; `prefix` selects a split's entries."""
@@ -110,12 +121,16 @@ class Algorithm:
         """Client index -> cluster whose model it deploys (empty: not clustered)."""
         return {}
 
+    @abstractmethod
     def state(self) -> tuple[Params, dict[str, Any]]:
-        """What a checkpoint keeps: arrays, and JSON-able state (client labels, not indices)."""
-        raise NotImplementedError
+        """Everything the next round depends on, for the checkpoint written after each completed
+        round: the arrays, and JSON-able state naming clients by label (not index), so that
+        `restore` on a fresh instance continues the run exactly."""
 
+    @abstractmethod
     def restore(self, arrays: Params, state: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+        """Load what `state` returned into a freshly built instance; called once, on resume,
+        before the first round the resumed run trains."""
 
     # -- the phases: what an exchange sends, then what its replies make ----------------------
     def train_request(self, server_round: int, clients: Sequence[int]) -> Request | None:
@@ -129,15 +144,17 @@ class Algorithm:
         return self.aggregate(server_round, updates)
 
     def evaluate_request(self, server_round: int, clients: Sequence[int]) -> Request:
+        """What the evaluation exchange sends the reachable `clients`: each its `evaluate_payload`."""
         return Request(self.evaluate_message, {c: self.evaluate_payload(server_round, c) for c in clients})
 
     def evaluate_done(self, server_round: int, replies: Sequence[Message], health: RoundHealth) -> list[dict[str, Evaluation]]:
+        """The usable evaluation replies, per client, by model tag (unusable ones are counted)."""
         return usable_evaluations(replies, self.read_evaluations, self.clients, health)
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One strategy: its name and README line, its own settings, its two halves, its study settings."""
+    """One strategy: its name and docs/strategies.md line, its own settings, its two halves, its study settings."""
 
     name: str
     summary: str

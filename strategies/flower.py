@@ -7,7 +7,7 @@ checks before aggregation (a NaN or misshapen update is never averaged), the eva
 every client through the fairness hook, and the results contract. Clients train with the
 plain `train` handler (strategies/fedavg.py), which applies FedProx's `proximal-mu`.
 
-Hyperparameters come from config keys; each strategy reads only its own (README table).
+Hyperparameters come from config keys; each strategy reads only its own (docs/strategies.md table).
 Resume: the stateless strategies need only the global model, so a resumed run equals an
 uninterrupted one; FedAvgM and the FedOpt family keep server optimiser state between
 rounds, which Flower does not expose for saving, so resuming them is refused before training.

@@ -9,7 +9,7 @@ within one run.
 Adaptation has its own step size `adapt-lr`: the study's lr (0.001) is FedAvg's, and 5 steps
 of it barely moved the model (adapted and global mean accuracy differed by less than 0.001 on
 the real data). The defaults, 32 steps of 0.2, were chosen on validation accuracy by
-benchmarks/perfedavg_sweep.py (README "Strategies" gives the figures).
+benchmarks/perfedavg_sweep.py (docs/strategies.md and benchmarks/RESULTS.md give the figures).
 """
 
 from __future__ import annotations

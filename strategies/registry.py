@@ -1,7 +1,8 @@
 """The one list of strategies. Config validation, the ServerApp, the ClientApp's handlers,
-`run.sh compare`'s study settings and the README's strategy table all follow from it.
+`run.sh compare`'s study settings and docs/strategies.md's table all follow from it.
 
-Adding a strategy: one module declaring a `StrategySpec`, and one line here.
+Adding a strategy: one module declaring a `StrategySpec`, and one line here (the README's
+"Adding a strategy" lists the other files it touches).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def client_handlers() -> dict[str, Handler]:
 
 
 def study_settings(name: str) -> dict[str, Any]:
-    """The study's hyperparameters for a strategy (the paper's: README "Strategies")."""
+    """The study's hyperparameters for a strategy (the paper's: docs/strategies.md)."""
     return dict(spec_for(name).study)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts, valid_keys
+from fl_app.config import ConfigError, RunConfig, absolute_results_dir, config_keys, parse_config, resume_conflicts
 from strategies.registry import strategy_keys
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -24,12 +24,12 @@ def test_pyproject_defaults_are_the_study_settings():
 
 
 def test_every_pyproject_key_is_a_config_key_and_back():
-    assert sorted(pyproject_defaults()) == sorted(valid_keys())
+    assert sorted(pyproject_defaults()) == sorted(config_keys())
 
 
 def test_pyproject_defaults_equal_the_declared_ones():
     declared = {**RunConfig().to_dict(), **{k: default for k, (default, _, _) in strategy_keys().items()}}
-    assert pyproject_defaults() == declared
+    assert pyproject_defaults() == declared == config_keys()
 
 
 def test_a_key_of_another_strategy_is_refused_naming_its_owners():
@@ -74,8 +74,13 @@ def test_unknown_keys_are_listed_with_the_valid_ones():
 
 
 def test_default_results_dir_names_time_strategy_and_task(tmp_path):
-    path = absolute_results_dir(parse_config({"strategy": "fedavg"}), "20261126-080000", tmp_path)
+    path = absolute_results_dir(parse_config({"strategy": "fedavg"}), "20261126-080000", tmp_path, "sample")
     assert path == tmp_path / "results" / "20261126-080000-fedavg-income"
+
+
+def test_a_synthetic_runs_default_results_dir_says_synthetic(tmp_path):
+    path = absolute_results_dir(parse_config({"strategy": "fedavg"}), "20261126-080000", tmp_path, "synthetic")
+    assert path == tmp_path / "results" / "20261126-080000-fedavg-income-synthetic"
 
 
 def test_a_run_from_before_a_key_existed_resumes_with_its_default():
@@ -83,12 +88,12 @@ def test_a_run_from_before_a_key_existed_resumes_with_its_default():
     assert resume_conflicts(before, RunConfig().to_dict()) == []
 
 
-def test_every_config_key_is_documented_in_the_readme_table():
-    readme = (PYPROJECT.parent / "README.md").read_text()
-    section = readme[readme.index("## Config keys"):readme.index("## Many clients")]
+def test_every_config_key_is_documented_in_the_configuration_table():
+    page = (PYPROJECT.parent / "docs" / "configuration.md").read_text()
+    section = page[page.index("## Config keys"):page.index("## Presets")]
     documented = {key for cell in re.findall(r"^\| ((?:`[a-z0-9-]+`(?:, )?)+) \|", section, re.M)
                   for key in re.findall(r"`([a-z0-9-]+)`", cell)}
-    assert documented == set(valid_keys())
+    assert documented == set(config_keys())
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

@@ -11,7 +11,7 @@ from clients.sources import EMPLOYMENT_SAMPLE_PATH, SAMPLE_PATH
 from fl_app import check
 from tests.conftest import run_in_process
 
-ROUNDS = 16  # the default run leaves the majority class at round 12 (README "Quick start")
+ROUNDS = 16  # the default run leaves the majority class at round 12 (docs/performance.md "A first run")
 
 
 def test_fedavg_on_the_sample_beats_the_majority_class_and_shows_gaps(tmp_path):
