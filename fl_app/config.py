@@ -154,8 +154,7 @@ def _validate_common(config: RunConfig) -> None:
     at_least("clients-per-state", config.clients_per_state, 1)
     at_least("num-server-rounds", config.num_server_rounds, 1)
     at_least("stop-patience", config.stop_patience, 0)
-    if not (math.isfinite(config.stop_min_delta) and config.stop_min_delta >= 0):
-        raise ConfigError(f"config key 'stop-min-delta' must be a finite number >= 0, got {config.stop_min_delta:g}")
+    at_least("stop-min-delta", config.stop_min_delta, 0.0)  # finite: parse_settings refuses NaN and inf
     if config.stop_patience > 0 and config.val_rows == 0:
         raise ConfigError(
             f"config key 'stop-patience' ({config.stop_patience}) stops on the pooled validation loss, and the run "
