@@ -36,6 +36,7 @@ from analysis.stats import (
 from analysis.study_plan import PlannedRun, is_personalized
 from core.tasks import ATTRIBUTES
 from recorder.files import METRICS_COLUMNS, ResultsError
+from recorder.tables import pooled_loss
 
 ROUNDS = ("final", "val-chosen")
 LEVELS = {"mean": "MEAN", "pooled": "ALL"}  # summary level -> metrics.csv state row
@@ -72,13 +73,6 @@ def load_val_metrics(run_dir: Path) -> pd.DataFrame | None:
     except (TypeError, ValueError):
         raise ResultsError(f"{path}: round or value holds something that is not a number") from None
     return frame
-
-
-def pooled_loss(metrics: pd.DataFrame) -> tuple[list[int], list[float]]:
-    """(rounds, pooled loss) from a metrics table's state-ALL loss rows, by round."""
-    rows = metrics[(metrics["state"] == "ALL") & (metrics["attribute"] == "") & (metrics["metric"] == "loss")]
-    rows = rows.sort_values("round")
-    return rows["round"].tolist(), rows["value"].tolist()
 
 
 @dataclass

@@ -43,6 +43,8 @@ class RunConfig:
     states: tuple[str, ...] = ()
     clients_per_state: int = 1
     num_server_rounds: int = 20
+    stop_patience: int = 0
+    stop_min_delta: float = 0.0
     local_epochs: int = 10
     lr: float = 0.001
     batch_size: int = 32
@@ -152,6 +154,13 @@ def _validate_common(config: RunConfig) -> None:
     choice("fail-mode", config.fail_mode, FAIL_MODES)
     at_least("clients-per-state", config.clients_per_state, 1)
     at_least("num-server-rounds", config.num_server_rounds, 1)
+    at_least("stop-patience", config.stop_patience, 0)
+    at_least("stop-min-delta", config.stop_min_delta, 0.0)  # finite: parse_settings refuses NaN and inf
+    if config.stop_patience > 0 and config.val_rows == 0:
+        raise ConfigError(
+            f"config key 'stop-patience' ({config.stop_patience}) stops on the pooled validation loss, and the run "
+            "has no validation split: set 'val-rows' > 0 (with 'train-rows' and 'test-rows'), or preset 'paper'"
+        )
     at_least("local-epochs", config.local_epochs, 1)
     at_least("batch-size", config.batch_size, 1)
     at_least("lr", config.lr, 0.0, strict=True)

@@ -22,6 +22,7 @@ from clients.shards import client_labels
 from clients.sources import Source, resolve_source
 from core.bundle import tag_of
 from core.params import init_params
+from core.plateau import Plateau
 from core.rounds import RoundResult
 from core.tasks import task_for
 from fl_app.config import ConfigError, RunConfig, absolute_results_dir, parse_config, resume_conflicts
@@ -87,7 +88,8 @@ def build_run(raw: Mapping[str, Any], started: datetime, base: Path) -> Run:
     setup = ServerSetup(config, clients, source, partial(init_params, task.width, task.hidden))
     spec = spec_for(config.strategy)
     algorithm = spec.server(setup)
-    recorder = Recorder(writer, clients, config.strategy, config.task, source.kind, config.num_server_rounds)
+    recorder = Recorder(writer, clients, config.strategy, config.task, source.kind, config.num_server_rounds,
+                        plateau=Plateau(config.stop_patience, config.stop_min_delta))
     return Run(config, source, algorithm, recorder, checkpoint, dict(raw))
 
 
@@ -152,8 +154,8 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> list[Path]
     """The ServerApp's whole job: validate every replicate, run (or continue) their rounds in
     lockstep over one federation, summarise each; their results directories.
 
-    A replicate that finishes or stops (`max-failed-rounds`) drops out and the others go on;
-    the run fails at the end if any stopped."""
+    A replicate that finishes, plateaus (`stop-patience`) or stops (`max-failed-rounds`) drops out
+    and the others go on; the run fails at the end if any stopped for want of updates."""
     started = datetime.now(UTC)
     runs = build_runs(raw, started, base)
     lead = runs[0]
@@ -213,9 +215,16 @@ class Replicate:
     def advance(self, result: RoundResult | None, trained: Trained | None) -> QuorumError | None:
         """Record the evaluated round with its checkpoint; keep the trained one for the next exchange
         (or record it now, without evaluations, if it is not evaluated). The stop once the last of
-        `max-failed-rounds` rounds in a row that kept the model is recorded."""
+        `max-failed-rounds` rounds in a row that kept the model is recorded.
+
+        If the evaluated round is the plateau's, the replicate finishes there: the round trained in
+        the same exchange is dropped unrecorded, as it is in the same run alone."""
         stop = self.record(result, self.pending) if result is not None and self.pending is not None else None
         self.pending = None
+        if (result is not None and not self.done and result.server_round < self.last_round
+                and self.run.recorder.plateau.reached(result.server_round)):
+            self.stop_early(result.server_round)
+            return stop
         if trained is not None:
             self.next_round = trained.server_round + 1
             self.kept_in_a_row = self.kept_in_a_row + 1 if trained.health.model_kept else 0
@@ -234,6 +243,14 @@ class Replicate:
             self.done = True
             return QuorumError(self.run, result, self.kept_in_a_row)
         return None
+
+    def stop_early(self, server_round: int) -> None:
+        plateau = self.run.recorder.plateau
+        log(INFO, "%sstopped early after round %d of %d: pooled validation loss not below %.6g (round %d) by more "
+            "than stop-min-delta %g for stop-patience %d rounds", self.run.recorder.label, server_round,
+            self.run.config.num_server_rounds, plateau.best_loss, plateau.best_round, plateau.min_delta,
+            plateau.patience)
+        self.finish()
 
     def finish(self) -> None:
         self.run.writer.write_summary(self.run.recorder.final_summary())

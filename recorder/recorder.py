@@ -6,6 +6,7 @@ after them, so a run killed at any moment resumes from its last complete round.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from logging import INFO
@@ -15,13 +16,14 @@ import pandas as pd
 from flwr.common.logger import log
 
 from core.params import Params
+from core.plateau import Plateau
 from core.rounds import RoundResult
 from core.tasks import ATTRIBUTES
 from core.wire import VAL_TAG
 from recorder.checkpoint import Checkpoint, save_checkpoint
 from recorder.files import ResultsWriter
 from recorder.metrics import metrics_frame
-from recorder.tables import evaluation_tables, health_rows
+from recorder.tables import evaluation_tables, health_rows, pooled_loss
 
 
 def headline(metrics: pd.DataFrame) -> dict[str, float]:
@@ -54,7 +56,7 @@ class Recorder:
     """Writes each round of one run and keeps its headline numbers (summary.json, console)."""
 
     def __init__(self, writer: ResultsWriter, clients: tuple[str, ...], strategy: str, task: str, data_source: str,
-                 total_rounds: int, label: str = "") -> None:
+                 total_rounds: int, label: str = "", plateau: Plateau | None = None) -> None:
         self.writer = writer
         self.label = label  # names the replicate in console lines when a federation trains several
         self.clients = clients
@@ -64,6 +66,7 @@ class Recorder:
         self.rounds_done = 0
         self.started = self.round_started = time.perf_counter()
         self.rounds_timed = 0
+        self.plateau = plateau or Plateau(0, 0.0)  # watches each evaluated round's pooled validation loss
 
     def split_tables(self, result: RoundResult, val: bool) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         """(counts rows, metrics rows) of the test split, or of validation (`val`); None if not evaluated."""
@@ -102,20 +105,28 @@ class Recorder:
         return {name: frame for name, frame in staged.items() if len(frame)}
 
     def commit(self, result: RoundResult, arrays: Params, state: Mapping[str, Any]) -> None:
-        """Write the round's rows, report it, then checkpoint it with the algorithm's state."""
-        for name, frame in self.tables(result).items():
+        """Write the round's rows, report it, then checkpoint it with the algorithm's state (and the
+        plateau tracker's, after it saw the round's pooled validation loss)."""
+        tables = self.tables(result)
+        for name, frame in tables.items():
             self.writer.append(name, frame)
+        if "val_metrics.csv" in tables:
+            losses = pooled_loss(tables["val_metrics.csv"])[1]
+            self.plateau.observe(result.server_round, losses[0] if losses else math.nan)
         self.rounds_done = result.server_round
         self.report(result)
         save_checkpoint(
             self.writer.directory,
-            Checkpoint(result.server_round, arrays, {**state, "summary_row": self.summary_row},
+            Checkpoint(result.server_round, arrays,
+                       {**state, "summary_row": self.summary_row, "plateau": self.plateau.state()},
                        self.writer.csv_sizes()),
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
         self.summary_row = dict(checkpoint.strategy_state["summary_row"])
         self.rounds_done = checkpoint.server_round
+        if "plateau" in checkpoint.strategy_state:  # absent from checkpoints written before the early stop
+            self.plateau.restore(checkpoint.strategy_state["plateau"])
 
     def report(self, result: RoundResult) -> None:
         """The round's console line: headline numbers, failures, its time, elapsed time and ETA.
@@ -143,8 +154,17 @@ class Recorder:
         self.round_started = time.perf_counter()
 
     def final_summary(self) -> dict[str, Any]:
-        """summary.json: the final round's headline numbers."""
-        return {
+        """summary.json: the final round's headline numbers; with an early stop (patience > 0) also
+        where and why the run stopped (analysis/study_tables.py reads `plateaued` as converged)."""
+        summary = {
             "strategy": self.run["strategy"], "task": self.run["task"], "rounds": self.rounds_done,
             "num_clients": len(self.clients), "data_source": self.run["data_source"], **self.summary_row,
         }
+        p = self.plateau
+        if p.patience > 0:
+            plateaued = p.reached(self.rounds_done)
+            summary["stopped"] = {
+                "round": self.rounds_done, "reason": "plateau" if plateaued else "ceiling", "plateaued": plateaued,
+                "best_val_round": p.best_round, "patience": p.patience, "min_delta": p.min_delta,
+            }
+        return summary

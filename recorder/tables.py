@@ -53,3 +53,11 @@ def health_rows(server_round: int, counts: Mapping[str, int]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
     frame["cluster"] = frame["cluster"].astype("Int64")
     return frame
+
+
+def pooled_loss(metrics: pd.DataFrame) -> tuple[list[int], list[float]]:
+    """(rounds, pooled loss) from a metrics table's state-ALL loss rows, by round: the quantity the
+    analysis chooses a round on (validation) and the early stop watches (recorder.py)."""
+    rows = metrics[(metrics["state"] == "ALL") & (metrics["attribute"] == "") & (metrics["metric"] == "loss")]
+    rows = rows.sort_values("round")
+    return rows["round"].tolist(), rows["value"].tolist()

@@ -67,6 +67,41 @@ def test_a_replicates_files_equal_its_run_alone(bundle, table, tmp_path):
     assert after == before
 
 
+STOP = {"num-server-rounds": 12, "lr": 1.0, "train-rows": 200, "test-rows": 200, "val-rows": 100}
+STOPPING = [  # replicates that plateau (stop-patience) at different rounds, and one that reaches its ceiling
+    {"strategy": "fedavg", "seed": 0, **STOP, "stop-patience": 1},
+    {"strategy": "fedavg", "seed": 1, **STOP, "stop-patience": 3},
+    {"strategy": "ifca", "seed": 2, "k": 2, **STOP, "stop-patience": 2},
+    {"strategy": "fedavg", "seed": 1, **STOP, "stop-patience": 2, "eval-every": 2},
+    {"strategy": "fedavg", "seed": 0, **STOP, "lr": 0.3, "stop-patience": 3},
+]
+
+
+@pytest.fixture(scope="module")
+def stopping(tmp_path_factory):
+    base = tmp_path_factory.mktemp("stopping")
+    tables = [{**t, "results-dir": str(base / "together" / slug(t))} for t in STOPPING]
+    (base / "replicates.json").write_text(json.dumps(tables))
+    run_replicates_in_process({**COMMON, "replicates": str(base / "replicates.json")}, base)
+    return base
+
+
+def test_replicates_stop_at_their_own_rounds(stopping):
+    stops = [json.loads((stopping / "together" / slug(t) / "summary.json").read_text())["stopped"] for t in STOPPING]
+    assert [(s["round"], s["reason"]) for s in stops] == [
+        (6, "plateau"), (10, "plateau"), (6, "plateau"), (6, "plateau"), (12, "ceiling")]
+
+
+@pytest.mark.parametrize("table", STOPPING, ids=slug)
+def test_a_replicate_that_stops_early_writes_what_it_writes_alone(stopping, table, tmp_path):
+    together = stopping / "together" / slug(table)
+    alone = run_in_process({**COMMON, **table}, tmp_path / "alone")
+    written = sorted(f for f in FILES if (alone / f).exists())
+    assert sorted(f for f in FILES if (together / f).exists()) == written and "val_metrics.csv" in written
+    for name in written:
+        assert (together / name).read_bytes() == (alone / name).read_bytes(), name
+
+
 def test_each_client_gets_one_message_per_exchange_for_all_replicates(bundle):
     _, dirs, messages = bundle
     per_node = {}
