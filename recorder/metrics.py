@@ -21,18 +21,21 @@ from recorder.files import METRICS_COLUMNS
 
 DEPLOYED = "deployed"  # the model whose metrics keep their plain names
 GAPS = ("sp_gap", "eo_gap", "eodds_gap")  # count_metrics' order, the pandas build's row order
-Rows = dict[str, np.ndarray]  # column name -> one value per row
+METRICS = tuple(sorted(("accuracy", "loss", *GAPS)))  # a metric's code: sorting codes sorts names
+ACCURACY, LOSS = METRICS.index("accuracy"), METRICS.index("loss")
+Rows = dict[str, np.ndarray]  # column name -> one value per row; keys and names as integer codes
 
 
 def _group(keys: Sequence[np.ndarray], present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, first): each row's group numbered in sorted key order, as a sorted group-by numbers
-    them (-1 for rows not `present`: a missing key, which group-bys drop), and a row of each group."""
+    them (-1 for rows not `present`: a missing key, which group-bys drop), and a row of each group.
+    Keys are non-negative integers (codes of names sorted by name, rounds, cluster ids)."""
     rows = len(keys[0])
     present = np.ones(rows, dtype=bool) if present is None else present
     combined = np.zeros(rows, dtype=np.int64)
     for key in keys:
-        _, codes = np.unique(key, return_inverse=True)
-        combined = combined * (int(codes.max(initial=0)) + 1) + codes
+        key = np.where(present, key, 0).astype(np.int64)
+        combined = combined * (int(key.max(initial=0)) + 1) + key
     _, first, inverse = np.unique(combined[present], return_index=True, return_inverse=True)
     ids = np.full(rows, -1, dtype=np.int64)
     ids[present] = inverse
@@ -57,14 +60,17 @@ def _group_sums(values: np.ndarray, ids: np.ndarray, groups: int) -> tuple[np.nd
     owner = ids[rows]
     numbers = np.bincount(owner, minlength=groups)
     rank = np.arange(len(rows)) - (np.cumsum(numbers) - numbers)[owner]  # place within its group
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max(initial=-1)) + 2))
+    rows, owner = rows[by_rank], owner[by_rank]
     sums, compensation = np.zeros(groups), np.zeros(groups)
-    for place in range(int(rank.max(initial=-1)) + 1):
-        at = rows[rank == place]
-        g = ids[at]
-        y = values[at] - compensation[g]
+    for start, stop in zip(bounds[:-1], bounds[1:]):  # the groups' first values, then their second ...
+        g = owner[start:stop]
+        y = values[rows[start:stop]] - compensation[g]
         t = sums[g] + y
         c = (t - sums[g]) - y
-        compensation[g] = np.where(np.isnan(c), 0.0, c)  # an infinite value: keep the sum infinite
+        c[np.isnan(c)] = 0.0  # an infinite value: keep the sum infinite
+        compensation[g] = c
         sums[g] = t
     return sums, numbers
 
@@ -90,9 +96,10 @@ def _take(columns: Rows, rows: np.ndarray, by: Sequence[str]) -> Rows:
     return {name: columns[name][rows] for name in by}
 
 
-def _population_rows(counts: Rows, clients: Rows, by: tuple[str, ...], attributes: np.ndarray) -> Rows:
+def _population_rows(counts: Rows, clients: Rows, by: tuple[str, ...]) -> Rows:
     """Every metric of each population keyed by `by`, in the pandas build's row order: its accuracy,
-    the gaps of each attribute (from summed counts), then the test-size-weighted mean client loss."""
+    the gaps of each attribute (from summed counts), then the test-size-weighted mean client loss.
+    Attribute code 0 is none (accuracy, loss), 1 + j the j-th attribute by name."""
     cluster_key = "cluster" in by
     ids, first = _group([counts[b] for b in (*by, "attribute")], ~np.isnan(counts["cluster"]) if cluster_key else None)
     kept = ids >= 0
@@ -111,15 +118,14 @@ def _population_rows(counts: Rows, clients: Rows, by: tuple[str, ...], attribute
 
     gap_rows = np.repeat(first, len(GAPS))
     parts = [
-        (_take(counts, first[heads], by), np.full(len(heads), ""), np.full(len(heads), "accuracy"), accuracy),
-        (_take(counts, gap_rows, by), attributes[counts["attribute"][gap_rows]], np.tile(GAPS, len(first)),
-         np.stack([table[gap] for gap in GAPS], axis=1).ravel()),
-        (_take(clients, loss_first, by), np.full(len(loss_first), ""), np.full(len(loss_first), "loss"), loss),
+        (_take(counts, first[heads], by), 0, ACCURACY, accuracy),
+        (_take(counts, gap_rows, by), counts["attribute"][gap_rows] + 1,
+         np.tile([METRICS.index(gap) for gap in GAPS], len(first)), np.stack([table[g] for g in GAPS], axis=1).ravel()),
+        (_take(clients, loss_first, by), 0, LOSS, loss),
     ]
     rows = {name: np.concatenate([keys[name] for keys, *_ in parts]) for name in by}
-    rows["attribute"] = np.concatenate([p[1] for p in parts]).astype(object)
-    rows["metric"] = np.concatenate([p[2] for p in parts]).astype(object)
-    rows["value"] = np.concatenate([p[3] for p in parts])
+    for i, name in enumerate(("attribute", "metric", "value"), start=1):
+        rows[name] = np.concatenate([np.broadcast_to(p[i], len(p[3])) for p in parts])
     return rows
 
 
@@ -162,8 +168,7 @@ def metrics_frame(counts: pd.DataFrame, clients: pd.DataFrame) -> pd.DataFrame:
     model_names, models = np.unique(
         np.concatenate([f["model"].to_numpy(object) if "model" in f else np.full(len(f), DEPLOYED, object)
                         for f in both]), return_inverse=True)
-    state_list = np.concatenate([f["state"].to_numpy(object) for f in both])
-    state_names, states = np.unique(state_list, return_inverse=True)
+    state_names, states = np.unique(np.concatenate([f["state"].to_numpy(object) for f in both]), return_inverse=True)
     split = len(counts)
     c = _columns(counts, models[:split], states[:split])
     k = _columns(clients, models[split:], states[split:])
@@ -173,22 +178,20 @@ def metrics_frame(counts: pd.DataFrame, clients: pd.DataFrame) -> pd.DataFrame:
     k["n"] = clients["n"].to_numpy(np.float64)
     k["loss"] = clients["loss"].to_numpy(np.float64)
 
-    per_state = _population_rows(c, k, ("model", "round", "state"), attributes)
+    per_state = _population_rows(c, k, ("model", "round", "state"))
     round_state = np.concatenate([c["round"], k["round"]]) * len(state_names) + states
     wanted = per_state["round"] * len(state_names) + per_state["state"]
     per_state["cluster"] = _first_of(round_state, np.concatenate([c["cluster"], k["cluster"]]), wanted)
     sizes = _first_of(round_state[split:], k["n"], wanted)
 
-    keys = [per_state[name] for name in ("model", "round", "attribute", "metric")]
-    ids, first = _group(keys)
-    plain = _mean(per_state["value"], ids, len(first))
-    by_size = _weighted_mean(per_state["value"], sizes, ids, len(first))
-    means = {name: np.tile(per_state[name][first], 2) for name in ("model", "round", "attribute")}
-    means["metric"] = np.concatenate([per_state["metric"][first], per_state["metric"][first] + "_weighted"])
-    means["value"] = np.concatenate([plain, by_size])
+    ids, first = _group([per_state[name] for name in ("model", "round", "attribute", "metric")])
+    means = {name: np.tile(per_state[name][first], 2) for name in ("model", "round", "attribute", "metric")}
+    means["value"] = np.concatenate([_mean(per_state["value"], ids, len(first)),
+                                     _weighted_mean(per_state["value"], sizes, ids, len(first))])
+    means["weighted"] = np.repeat([0, 1], len(first))
 
-    pooled = _population_rows(c, k, ("model", "round"), attributes)
-    clusters = _population_rows(c, k, ("model", "round", "cluster"), attributes)
+    pooled = _population_rows(c, k, ("model", "round"))
+    clusters = _population_rows(c, k, ("model", "round", "cluster"))
     cluster_ids = np.unique(np.concatenate([per_state["cluster"], clusters["cluster"]]))
     cluster_ids = cluster_ids[~np.isnan(cluster_ids)]
 
@@ -196,30 +199,31 @@ def metrics_frame(counts: pd.DataFrame, clients: pd.DataFrame) -> pd.DataFrame:
     _, appearance = np.unique(states, return_index=True)
     given = np.argsort(np.argsort(appearance))  # a state code's place among the states as given
     n_states = len(state_names)
-    parts = [
-        (per_state, state_names[per_state["state"]].astype(object), given[per_state["state"]], per_state["cluster"]),
-        (pooled, np.full(len(pooled["value"]), "ALL", object), np.full(len(pooled["value"]), n_states), None),
-        (means, np.full(len(means["value"]), "MEAN", object), np.full(len(means["value"]), n_states + 1), None),
+    parts = [  # (rows, state labels, place in the state order, cluster)
+        (per_state, state_names[per_state["state"]], given[per_state["state"]], per_state["cluster"]),
+        (pooled, "ALL", n_states, np.nan),
+        (means, "MEAN", n_states + 1, np.nan),
         (clusters, np.array([f"cluster:{j:.0f}" for j in clusters["cluster"]], dtype=object),
          n_states + 2 + np.searchsorted(cluster_ids, clusters["cluster"]), clusters["cluster"]),
     ]
     column = {name: np.concatenate([p[0][name] for p in parts]) for name in ("model", "round", "attribute", "metric",
                                                                               "value")}
-    state = np.concatenate([p[1] for p in parts])
-    place = np.concatenate([p[2] for p in parts])
-    cluster = np.concatenate([p[3] if p[3] is not None else np.full(len(p[0]["value"]), np.nan) for p in parts])
-    model = model_names[column["model"]]
-    metric = np.where(model == DEPLOYED, column["metric"], model + "_" + column["metric"]).astype(object)
-    _, attribute_order = np.unique(column["attribute"], return_inverse=True)
-    _, metric_order = np.unique(metric, return_inverse=True)
-    order = np.lexsort((metric_order, attribute_order, place, column["round"]))
+    weighted = np.concatenate([p[0].get("weighted", np.zeros(len(p[0]["value"]), dtype=np.int64)) for p in parts])
+    state, place, cluster = (np.concatenate([np.broadcast_to(p[i], len(p[0]["value"])) for p in parts])
+                             for i in (1, 2, 3))
+    # A metric's name: the model's prefix (none for the deployed one), its code's name, "_weighted" for MEAN's.
+    names, combination = np.unique((column["model"] * len(METRICS) + column["metric"]) * 2 + weighted,
+                                   return_inverse=True)
+    named = np.array([("" if model_names[n // 2 // len(METRICS)] == DEPLOYED else f"{model_names[n // 2 // len(METRICS)]}_")
+                      + METRICS[n // 2 % len(METRICS)] + ("_weighted" if n % 2 else "") for n in names], dtype=object)
+    order = np.lexsort((np.argsort(np.argsort(named))[combination], column["attribute"], place, column["round"]))
     missing = np.isnan(cluster[order])
     frame = pd.DataFrame({
         "round": column["round"][order],
         "state": state[order],
         "cluster": pd.arrays.IntegerArray(np.where(missing, 0, cluster[order]).astype(np.int64), missing),
-        "attribute": column["attribute"][order],
-        "metric": metric[order],
+        "attribute": np.array(["", *attributes], dtype=object)[column["attribute"][order]],
+        "metric": named[combination[order]],
         "value": column["value"][order],
     })
     return frame[METRICS_COLUMNS]
