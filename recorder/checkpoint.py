@@ -1,6 +1,7 @@
 """The server's state after a completed round, saved atomically so a killed run can continue.
 
-One file, `checkpoint.npz` in the results directory, replaced whole after every round:
+One file, `checkpoint.npz` in the results directory, replaced whole after every round (not
+fsynced: recorder/files.py says why and what that means):
 the arrays the next round starts from (the global model, or the k cluster models under
 their `c<j>.` prefixes) and a JSON record of the round, the strategy's own state (e.g.
 cluster assignments, the last headline numbers) and the byte size of every CSV at that
@@ -48,7 +49,7 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
     }
     buffer = io.BytesIO()
     np.savez(buffer, **{_META: np.array(json.dumps(meta))}, **{_ARRAY + k: v for k, v in checkpoint.arrays.items()})
-    write_atomic(directory / CHECKPOINT_FILE, buffer.getvalue())
+    write_atomic(directory / CHECKPOINT_FILE, buffer.getvalue(), durable=False)
 
 
 def load_checkpoint(directory: Path) -> Checkpoint | None:

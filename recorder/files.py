@@ -1,9 +1,13 @@
 """The results directory of a run: config.json, counts.csv, metrics.csv, summary.json (+ extras).
 
-Every write replaces a whole file atomically (a temporary file, fsync, rename): a JSON file
-is rewritten whole and a CSV grows by whole rounds, so a crash at any moment leaves each
-file as it was before or after a round, never half a row. A resumed run rolls the CSVs back
-to the byte sizes its checkpoint recorded, so no round is written twice.
+A CSV grows by whole rounds: a round's rows are appended with one write, and the checkpoint
+written after them records every CSV's byte size. Rows past those sizes belong to a round
+that did not complete; a resumed run cuts the CSVs back to them, so no round is written twice
+or in part. A JSON file (and the checkpoint) is replaced whole (a temporary file, then a
+rename), so a crash leaves the old file or the new one. A round's writes are not fsynced (that
+cost more than all the rest of a replicate's round): a killed process loses nothing that was
+written, a machine crash may lose the rounds the filesystem had not flushed (a resume then names
+the file that is short). A finished run's CSVs are fsynced once, before its summary.json.
 """
 
 from __future__ import annotations
@@ -70,19 +74,27 @@ class ResultsError(ValueError):
     """A results directory that cannot be read or continued; the message names the file at fault."""
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` all at once: a reader (or a crash) sees the old file or the new one."""
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace `path` by `data` all at once: a reader (or a crash) sees the old file or the new one.
+
+    `durable`: fsync the file and its directory, so a machine crash cannot lose it either."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
     with open(tmp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(handle)
     finally:
-        os.close(directory)
+        os.close(handle)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -120,11 +132,17 @@ class ResultsWriter:
         return read_json(self.directory / "config.json")
 
     def append(self, name: str, frame: pd.DataFrame) -> None:
-        """Add one round's rows to `name` (header on first write), replacing the file atomically."""
+        """Add one round's rows to `name` (header on first write) in one write."""
         path = self.directory / name
-        old = path.read_bytes() if path.exists() else b""
-        rows = frame.to_csv(header=not old, index=False, lineterminator="\n")
-        write_atomic(path, old + rows.encode())
+        with open(path, "ab") as handle:
+            handle.write(frame.to_csv(header=not handle.tell(), index=False, lineterminator="\n").encode())
+
+    def sync(self) -> None:
+        """fsync every CSV (and the directory): a finished run's files survive a machine crash."""
+        for path in sorted(self.directory.glob("*.csv")):
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_directory(self.directory)
 
     def csv_sizes(self) -> dict[str, int]:
         """Byte size of every CSV file: where a resumed run picks up writing."""
@@ -158,4 +176,6 @@ class ResultsWriter:
                 write_atomic(path, path.read_bytes()[: sizes[path.name]])
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json, which marks the run finished, once its CSVs are on disk."""
+        self.sync()
         write_json(self.directory / "summary.json", summary)

@@ -1,6 +1,6 @@
 """The recorder: one completed round, as a value, into rows, files, a checkpoint and a log line.
 
-Rows are written per round, each file replaced whole (recorder/files.py), and the checkpoint
+Rows are appended per round, a whole round in one write (recorder/files.py), and the checkpoint
 after them, so a run killed at any moment resumes from its last complete round.
 """
 
@@ -31,9 +31,9 @@ def headline(metrics: pd.DataFrame) -> dict[str, float]:
     row: dict[str, float] = {}
     for state, label in (("ALL", "pooled"), ("MEAN", "mean")):
         part = metrics[metrics["state"] == state]
-        for _, r in part.iterrows():
-            suffix = f"_{r['attribute']}" if r["attribute"] else ""
-            row[f"{label}_{r['metric']}{suffix}"] = float(r["value"])
+        for attribute, metric, value in zip(part["attribute"], part["metric"], part["value"]):
+            suffix = f"_{attribute}" if attribute else ""
+            row[f"{label}_{metric}{suffix}"] = float(value)
     return row
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from core.tasks import ATTRIBUTES
@@ -23,25 +24,32 @@ def evaluation_tables(
     """(counts rows, per-client rows) for one round; `clients` are the client labels (the `state`
     column) and `clusters` maps client index to cluster id."""
     clusters = clusters or {}
-    count_rows, client_rows = [], []
-    for ev in sorted(evaluations, key=lambda e: e.client_index):
-        state = clients[ev.client_index]
-        cluster = clusters.get(ev.client_index, pd.NA)
-        client_rows.append(
-            {"round": server_round, "state": state, "cluster": cluster, "n": ev.n, "loss": ev.loss, "model": model}
-        )
-        for attribute, names in ATTRIBUTES.items():
-            for g, name in enumerate(names):
-                cells = dict(zip(COUNT_FIELDS, (int(c) for c in ev.counts[attribute][g])))
-                count_rows.append(
-                    {"round": server_round, "state": state, "cluster": cluster, "attribute": attribute,
-                     "group": name, "n": sum(cells.values()), **cells, "model": model}
-                )
-    counts = pd.DataFrame(count_rows, columns=[*COUNTS_COLUMNS, "model"])
-    counts["cluster"] = counts["cluster"].astype("Int64")
-    clients = pd.DataFrame(client_rows, columns=["round", "state", "cluster", "n", "loss", "model"])
-    clients["cluster"] = clients["cluster"].astype("Int64")
-    return counts, clients
+    evaluations = sorted(evaluations, key=lambda e: e.client_index)
+    states = np.array([clients[ev.client_index] for ev in evaluations], dtype=object)
+    cluster = pd.array([clusters.get(ev.client_index, pd.NA) for ev in evaluations], dtype="Int64")
+    groups = [(attribute, g, name) for attribute, names in ATTRIBUTES.items() for g, name in enumerate(names)]
+    cells = np.array([[ev.counts[attribute][g] for attribute, g, _ in groups] for ev in evaluations],
+                     dtype=np.int64).reshape(-1, len(COUNT_FIELDS))
+    per_client = len(groups)
+    counts = pd.DataFrame({
+        "round": np.full(len(cells), server_round, dtype=np.int64),
+        "state": np.repeat(states, per_client),
+        "cluster": cluster.take(np.repeat(np.arange(len(evaluations)), per_client)),
+        "attribute": np.tile(np.array([a for a, _, _ in groups], dtype=object), len(evaluations)),
+        "group": np.tile(np.array([name for _, _, name in groups], dtype=object), len(evaluations)),
+        "n": cells.sum(axis=1),
+        **{field: cells[:, i] for i, field in enumerate(COUNT_FIELDS)},
+        "model": np.full(len(cells), model, dtype=object),
+    }, columns=[*COUNTS_COLUMNS, "model"])
+    clients_frame = pd.DataFrame({
+        "round": np.full(len(evaluations), server_round, dtype=np.int64),
+        "state": states,
+        "cluster": cluster,
+        "n": np.array([ev.n for ev in evaluations], dtype=np.int64),
+        "loss": np.array([ev.loss for ev in evaluations], dtype=np.float64),
+        "model": np.full(len(evaluations), model, dtype=object),
+    })
+    return counts, clients_frame
 
 
 def health_rows(server_round: int, counts: Mapping[str, int]) -> pd.DataFrame:

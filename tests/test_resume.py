@@ -35,22 +35,29 @@ RESULT_FILES = {"fedavg": ("metrics.csv", "counts.csv"), "ifca": ("metrics.csv",
                 "perfedavg": ("metrics.csv", "counts.csv"), "local": ("metrics.csv", "counts.csv"),
                 "ditto": ("metrics.csv", "counts.csv")}
 
-# Runs the in-process federation and dies by SIGKILL just before the n-th atomic replacement
-# of one results file: that file's new version is written to its temporary file but not in place.
+# Runs the in-process federation and dies by SIGKILL just before the n-th write of one results
+# file: a CSV's append of a round's rows, or the checkpoint's replacement (written to its
+# temporary file, not yet in place).
 KILL_SCRIPT = """
 import json, os, signal, sys
 from pathlib import Path
 sys.path[:0] = [{tests!r}, {repo!r}]
+from recorder.files import ResultsWriter
 from tests.conftest import run_in_process
 overrides, results, name, nth = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-real_replace, seen = os.replace, []
-def replace(src, dst):
-    if Path(dst).name == name:
-        seen.append(dst)
+real_replace, real_append, seen = os.replace, ResultsWriter.append, []
+def writing(path):
+    if Path(path).name == name:
+        seen.append(path)
         if len(seen) == nth:
             os.kill(os.getpid(), signal.SIGKILL)
+def replace(src, dst):
+    writing(dst)
     real_replace(src, dst)
-os.replace = replace
+def append(writer, file, frame):
+    writing(file)
+    real_append(writer, file, frame)
+os.replace, ResultsWriter.append = replace, append
 run_in_process(overrides, results)
 """
 
@@ -138,7 +145,6 @@ def test_a_run_killed_mid_round_leaves_whole_rounds_in_every_file(tmp_path, kill
     results = killed("ifca", "metrics.csv", 3, tmp_path / "r")  # clusters.csv and counts.csv already hold round 3
     counts = pd.read_csv(results / "counts.csv")
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
-    assert (results / "metrics.csv.tmp").exists()  # round 3's metrics were being written
     assert counts.groupby("round").size().to_dict() == {1: 24, 2: 24, 3: 24}
     assert sorted(metrics["round"].unique()) == [1, 2]
     assert metrics[metrics["metric"] == "failed_evaluations"]["round"].tolist() == [1, 2]  # each round's last row
