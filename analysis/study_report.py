@@ -586,7 +586,7 @@ def runs_section(rows: Sequence[dict[str, Any]], out: Path) -> list[Block]:
                                  for s, keys in study["strategy-config"].items())
                   + "".join(f" Arm {name}: " + " ".join(f"`{k}={v}`" for k, v in keys.items()) + "."
                             for name, keys in study.get("arms", {}).items())
-                  + (" Tuning: " + " ".join(f"`{k}={v}`" for k, v in study["tune"].items()) + "."
+                  + (" Tuning: " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in study["tune"].items()) + "."
                      if "tune" in study else "")
                   + " Status: " + ", ".join(f"{n} {s}" for s, n in tally.items()) + " (`runs.csv`; logs in `logs/`)."),
     ]

@@ -4,7 +4,10 @@ and labelled, the choice on validation, tuning.csv, the tuned arm on every seed,
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +270,55 @@ def test_tuning_without_a_validation_split_is_refused_before_training(tmp_path, 
         main(["--grid", str(grid), "--out", str(tmp_path / "out")])
     assert "tune: fedavg has no validation split to choose on" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- the real thing ---------------------------------------------------------------------------------------
+
+E2E_GRID = """strategies = ["fedavg", "ifca"]
+seeds = 2
+[run-config]
+states = "AL,CA,WY"
+data-source = "synthetic"
+synthetic-rows = 400
+train-rows = 200
+test-rows = 100
+val-rows = 100
+num-server-rounds = 3
+[arms.ifca-settings]
+strategy = "fedavg"
+lr = 0.05
+local-epochs = 1
+[tune]
+lr = [0.01, 0.3]
+local-epochs = [1]
+seeds = [0]
+"""
+
+
+@pytest.mark.e2e
+def test_a_real_study_tunes_on_validation_runs_the_choice_on_every_seed_and_resumes_without_tuning(tmp_path):
+    (tmp_path / "g.toml").write_text(E2E_GRID)
+    out = tmp_path / "study"
+    command = ["bash", str(REPO / "run.sh"), "study", "--grid", str(tmp_path / "g.toml"), "--out", str(out)]
+    env = {**os.environ, "FAIRFL_VENV": sys.prefix}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tuning = pd.read_csv(out / "tuning.csv")
+    for strategy in ("fedavg", "ifca"):
+        rows = tuning[tuning["strategy"] == strategy]
+        lowest = {}
+        for lr in ("0.01", "0.3"):  # recomputed from the tuning run's own val_metrics.csv
+            val = pd.read_csv(out / "runs" / f"tune-{strategy}_lr{lr}_local-epochs1_seed0" / "val_metrics.csv")
+            lowest[lr] = val[(val["state"] == "ALL") & val["attribute"].isna() & (val["metric"] == "loss")]["value"].min()
+        assert rows["val_loss"].tolist() == pytest.approx([lowest["0.01"], lowest["0.3"]], rel=1e-12)
+        best = min(lowest, key=lowest.get)
+        assert rows.loc[rows["chosen"], "candidate"].tolist() == [f"lr={best} local-epochs=1"]
+        for seed in (0, 1):
+            tuned = out / "runs" / f"{strategy}_tuned_seed{seed}"  # neither candidate is a paper setting
+            assert json.loads((tuned / "config.json").read_text())["config"]["lr"] == float(best)
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    assert set(runs["status"]) == {"completed"}
+    assert {"-", "ifca-settings", "tuned", "tune lr=0.01 local-epochs=1"} <= set(runs["config"])
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to train" in again.stderr and pd.read_csv(out / "tuning.csv").equals(tuning)
