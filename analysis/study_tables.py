@@ -168,6 +168,16 @@ def summary_table(arms: Sequence[Arm], convergence: pd.DataFrame) -> pd.DataFram
 
 # --- paired comparisons -----------------------------------------------------------------------------
 
+def is_tuned(arm: Arm) -> bool:
+    """An arm at its strategy's setting chosen on validation ("tuned", "tuned lambda=1")."""
+    return arm.config.split(" ")[0] == TUNED
+
+
+def tuned_arm(arms: Sequence[Arm], strategy: str) -> Arm | None:
+    """The strategy's tuned arm (not a Fair-* one), if it has completed runs."""
+    return next((a for a in arms if a.strategy == strategy and a.config == TUNED and a.runs), None)
+
+
 def baseline_arm(arms: Sequence[Arm], strategy: str) -> Arm | None:
     """The strategy's paper-settings arm (not an extra or tuned one), if it has completed runs."""
     return next((a for a in arms if a.strategy == strategy and a.config == PAPER and a.runs), None)
@@ -220,7 +230,8 @@ TEST_COLUMNS = ["baseline", "strategy", "config", "round", "attribute", "metric"
 
 
 def compare_arms(arms: Sequence[Arm], which: str) -> Comparisons:
-    """Every arm against each baseline present (fedavg, local) at round `which`.
+    """Every arm against each baseline present (fedavg, local) at round `which`, and every tuned arm
+    against the baseline's tuned arm (baseline "fedavg-tuned", "local-tuned"): each at its own best.
 
     Per client: mean delta over shared seeds with its interval. Across clients, per quantity: the
     Wilcoxon signed-rank test on the per-client mean deltas, Holm-corrected over the family of every
@@ -228,12 +239,13 @@ def compare_arms(arms: Sequence[Arm], which: str) -> Comparisons:
     over seeds; the clients whose interval lies above or below 0 (NaN with one seed: no interval).
     """
     state_rows, test_rows, skipped = [], [], []
-    for name in BASELINES:
-        base = baseline_arm(arms, name)
+    pairs = [(name, baseline_arm(arms, name), arms) for name in BASELINES]
+    pairs += [(f"{name}-{TUNED}", tuned_arm(arms, name), [a for a in arms if is_tuned(a)]) for name in BASELINES]
+    for name, base, others in pairs:
         if base is None:
             continue
         family = []
-        for other in (a for a in arms if a is not base and a.runs):
+        for other in (a for a in others if a is not base and a.runs):
             problems = data_differences(base.runs[base.seeds[0]], other.runs[other.seeds[0]], seed=False)
             if problems:
                 skipped.append(f"{other.label} vs {name}: " + "; ".join(problems))
@@ -473,23 +485,28 @@ def _not_judged(skipped: Sequence[str]) -> str:
 
 
 def _cells_claim(claim: str, tests: pd.DataFrame, quantities: Sequence[tuple[str, str]],
-                 stalled: dict[tuple[str, str], str]) -> Claim:
-    rule = (f"each personalized configuration vs fedavg, per quantity ({', '.join(_quantity(*q) for q in quantities)}): "
+                 stalled: dict[tuple[str, str], str], tuned: bool = False) -> Claim:
+    """Paper arms against fedavg's paper arm, or (`tuned`) tuned arms against fedavg's tuned arm."""
+    baseline, base = ("fedavg-tuned", ("fedavg", TUNED)) if tuned else ("fedavg", ("fedavg", PAPER))
+    which = "tuned configuration vs tuned fedavg (each at its setting chosen on validation)" if tuned else \
+        "personalized configuration at the paper's settings vs fedavg"
+    rule = (f"each {which}, per quantity ({', '.join(_quantity(*q) for q in quantities)}): "
             f"'better' if the mean Δ over clients has the better sign, its Wilcoxon test across clients is "
             f"significant after Holm (p < {ALPHA}; needs at least 6 clients with a non-zero Δ) and, with 2+ "
             "seeds, its interval over seeds excludes 0. Supported: every cell better; not supported: none "
             "better; mixed: otherwise." + NOT_CONVERGED_RULE)
-    rows = tests[(tests["baseline"] == "fedavg") & tests["strategy"].map(is_personalized)]
+    rows = tests[(tests["baseline"] == baseline) & tests["strategy"].map(is_personalized)]
+    rows = rows[[(c.split(" ")[0] == TUNED) == tuned for c in rows["config"]]]
     rows = rows[[(a, m) in quantities for a, m in zip(rows["attribute"], rows["metric"], strict=True)]]
     arms = list(dict.fromkeys(zip(rows["strategy"], rows["config"])))
-    skipped = [stalled[a] for a in [("fedavg", "-"), *arms] if a in stalled]
-    if ("fedavg", "-") in stalled:
+    skipped = [stalled[a] for a in [base, *arms] if a in stalled]
+    if base in stalled:
         rows = rows.iloc[0:0]
     rows = rows[[a not in stalled for a in zip(rows["strategy"], rows["config"])]]
     if rows.empty:
         return Claim(claim, rule, "not assessable",
-                     ("no converged personalized configuration compared with a converged fedavg" if skipped
-                      else "no personalized configuration compared with fedavg") + _not_judged(skipped))
+                     (f"no converged personalized configuration compared with a converged {baseline}" if skipped
+                      else f"no personalized configuration compared with {baseline}") + _not_judged(skipped))
     tally = rows["verdict"].value_counts()
     better, worse = int(tally.get("better", 0)), int(tally.get("worse", 0))
     outcome = "supported" if better == len(rows) else "not supported" if better == 0 else "mixed"
@@ -518,7 +535,7 @@ def _uniformity_claim(tests: pd.DataFrame, stalled: dict[tuple[str, str], str]) 
             "some gap has clients on both sides. Supported: every configuration non-uniform; not supported: "
             "none; mixed: otherwise. Needs 2+ seeds." + NOT_CONVERGED_RULE)
     rows = tests[(tests["baseline"] == "fedavg") & tests["strategy"].map(is_personalized)
-                 & (tests["metric"] != "accuracy")]
+                 & (tests["metric"] != "accuracy") & (tests["config"].str.split(" ").str[0] != TUNED)]
     arms = list(dict.fromkeys(zip(rows["strategy"], rows["config"])))
     skipped = [stalled[a] for a in [("fedavg", "-"), *arms] if a in stalled]
     rows = rows.iloc[0:0] if ("fedavg", "-") in stalled else rows
@@ -700,4 +717,8 @@ def claims(arms: Sequence[Arm], tests: pd.DataFrame, gaussian: pd.DataFrame, whi
         _lambda_claim(arms, which, stalled),
         _gaussian_claim(gaussian),
         _control_claim(arms, which, stalled),
+        *([_cells_claim("Personalization improves local accuracy (tuned arms)", tests, [("", "accuracy")], stalled,
+                        tuned=True),
+           _cells_claim("Personalization improves local fairness (tuned arms)", tests, GAP_QUANTITIES, stalled,
+                        tuned=True)] if any(is_tuned(a) for a in arms) else []),
     ]

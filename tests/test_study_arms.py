@@ -322,3 +322,32 @@ def test_a_real_study_tunes_on_validation_runs_the_choice_on_every_seed_and_resu
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to train" in again.stderr and pd.read_csv(out / "tuning.csv").equals(tuning)
+
+
+def test_tuned_arms_are_compared_with_tuned_fedavg_and_judged_in_their_own_claims(tmp_path, monkeypatch):
+    fake_trainer(monkeypatch)
+    (tmp_path / "g.toml").write_text(STUDY_GRID)
+    out = tmp_path / "s"
+    assert main(["--grid", str(tmp_path / "g.toml"), "--out", str(out)]) == 0
+    tests = pd.read_csv(out / "tests.csv", keep_default_na=False)
+    tuned = tests[tests["baseline"] == "fedavg-tuned"]
+    assert set(zip(tuned["strategy"], tuned["config"])) == {("ifca", "tuned")}  # only tuned arms, each at its best
+    expected = []
+    for seed in (0, 1):  # ifca's tuned arm is its paper runs; fedavg's has its own
+        values = []
+        for name in (f"ifca_seed{seed}", f"fedavg_tuned_seed{seed}"):
+            chosen = chosen_round(*pooled_loss(metrics(out, f"runs/{name}", "val_metrics.csv")))
+            frame = metrics(out, f"runs/{name}")
+            values.append(np.array([value(frame, chosen, state, "", "accuracy") for state in ("AL", "WY", "VT")]))
+        expected.append(values[0] - values[1])
+    row = tuned[tuned["metric"] == "accuracy"].iloc[0]
+    per_state = pd.read_csv(out / "state_deltas.csv", keep_default_na=False)
+    mine = per_state[(per_state["baseline"] == "fedavg-tuned") & (per_state["metric"] == "accuracy")
+                     & per_state["state"].isin(["AL", "WY", "VT"])].set_index("state")["delta"]
+    assert mine[["AL", "WY", "VT"]].to_numpy() == pytest.approx(np.mean(expected, axis=0), abs=1e-12)
+    assert row["n_seeds"] == 2
+    claims = pd.read_csv(out / "claims.csv")
+    assert claims["claim"].iloc[6:].tolist() == ["Personalization improves local accuracy (tuned arms)",
+                                                 "Personalization improves local fairness (tuned arms)"]
+    assert "ifca (tuned) accuracy Δ" in claims["numbers"].iloc[6]
+    assert "(tuned)" not in claims["numbers"].iloc[0]  # the paper-settings claim keeps to paper-settings arms
