@@ -7,8 +7,9 @@ import math
 
 import pytest
 
+from analysis.compare import RunResults
 from analysis.stats import chosen_round
-from analysis.study_tables import load_val_metrics
+from analysis.study_tables import Arm, convergence_table, load_val_metrics
 from core.plateau import Plateau
 from fl_app.config import ConfigError, RunConfig, parse_config, resume_conflicts
 from recorder.checkpoint import CHECKPOINT_FILE
@@ -114,6 +115,19 @@ def test_a_run_that_never_plateaus_reaches_the_ceiling(tmp_path):
     assert rounds[-1] == CEILING and first_stop(rounds, losses, 3, 0.0) is None
     stopped = json.loads((results / "summary.json").read_text())["stopped"]
     assert (stopped["round"], stopped["reason"], stopped["plateaued"]) == (CEILING, "ceiling", False)
+
+
+def test_the_study_reads_converged_from_the_stop(tmp_path):
+    # a min-delta no loss beats: plateaued at round 3 by the stop's rule while the loss still falls,
+    # so only the summary's `stopped` (not the analysis' own plateau rule) makes it converged
+    plateaued = run_in_process({**STOPS, "stop-min-delta": 1.0}, tmp_path / "p")
+    ceiling = run_in_process({**STOPS, "lr": 0.3, "stop-patience": 3, "seed": 1}, tmp_path / "c")
+    arm = Arm("fedavg", "-", {0: RunResults.load(plateaued), 1: RunResults.load(ceiling)},
+              {0: load_val_metrics(plateaued), 1: load_val_metrics(ceiling)})
+    table = convergence_table([arm]).set_index("seed")
+    assert table["final_round"].tolist() == [3, CEILING]
+    assert table["plateau_round"].tolist()[0] == 3  # the analysis' rule alone would say: still improving
+    assert table["converged"].tolist() == [True, False]
 
 
 def test_patience_zero_runs_to_the_ceiling_without_a_stopped_entry(tmp_path):
