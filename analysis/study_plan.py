@@ -197,7 +197,7 @@ def parse_strategies(value: Any, where: str = "--strategies") -> tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class Arm:
+class ExtraArm:
     """An extra named configuration of one strategy: its run-config keys over the strategy's."""
 
     strategy: str
@@ -231,7 +231,7 @@ class Grid:
     lambdas: tuple[float, ...]
     run_config: dict[str, str] = field(default_factory=dict)
     strategy_config: dict[str, dict[str, str]] = field(default_factory=dict)
-    arms: dict[str, Arm] = field(default_factory=dict)
+    arms: dict[str, ExtraArm] = field(default_factory=dict)
     tune: Tune | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -311,7 +311,7 @@ def _arm_name(name: str, where: str) -> None:
                          f"and not {', '.join(RESERVED_ARMS)}")
 
 
-def parse_arms(tables: Mapping[str, Mapping[str, Any]], strategies: Sequence[str], where: str) -> dict[str, Arm]:
+def parse_arms(tables: Mapping[str, Mapping[str, Any]], strategies: Sequence[str], where: str) -> dict[str, ExtraArm]:
     """[arms.<name>]: a strategy (valid, required) and at least one run-config key; arms of a strategy
     left out of the study are not part of it."""
     arms = {}
@@ -326,7 +326,7 @@ def parse_arms(tables: Mapping[str, Mapping[str, Any]], strategies: Sequence[str
         if not keys:
             raise StudyError(f"{here}: sets no run-config key, so it would repeat {strategy}'s own configuration")
         if strategy in strategies:
-            arms[name] = Arm(strategy, keys)
+            arms[name] = ExtraArm(strategy, keys)
     return arms
 
 
