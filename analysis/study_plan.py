@@ -429,27 +429,28 @@ def plan(grid: Grid, chosen: Mapping[str, Mapping[str, str]] | None = None) -> l
     with `chosen` (strategy -> its setting chosen on validation).
 
     Keys in order of precedence, later winning: study settings, the weight, common, per-strategy keys,
-    the arm's keys. A tuned run with the same keys as its paper run is that run (same seed, same bytes).
+    the arm's keys. A tuned run with the same keys as another run of its strategy and seed (the paper
+    arm's, or an extra arm's such as the control) is that run: same keys, same seed, same bytes.
     """
     runs = []
     for seed in grid.seeds:
         for strategy in grid.strategies:
-            paper = {}
+            named = {}
             for label, weight, arm in configurations(grid, strategy, chosen):
                 keys = pin_preset({"strategy": json.dumps(strategy), **study_settings(strategy), **weight,
                                    **grid.run_config, **grid.strategy_config.get(strategy, {}), **arm,
                                    "seed": str(seed)})
                 name = run_name(strategy, label, seed)
-                if not arm:
-                    paper[json.dumps(keys, sort_keys=True)] = name
-                elif label.split(" ")[0] == TUNED:
-                    name = paper.get(json.dumps(keys, sort_keys=True), name)
+                if label.split(" ")[0] == TUNED:
+                    name = named.get(json.dumps(keys, sort_keys=True), name)
+                else:
+                    named.setdefault(json.dumps(keys, sort_keys=True), name)
                 runs.append(PlannedRun(strategy, label, seed, name, keys))
     return runs
 
 
 def unique_runs(runs: Sequence[PlannedRun]) -> list[PlannedRun]:
-    """The runs to train: one per run directory (a tuned arm that equals the paper arm shares its runs)."""
+    """The runs to train: one per run directory (a tuned arm equal to another arm shares its runs)."""
     seen: dict[str, PlannedRun] = {}
     for run in runs:
         seen.setdefault(run.run_dir, run)

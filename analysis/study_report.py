@@ -217,8 +217,8 @@ def tuning_section(out: Path) -> list[Block]:
                   "each tuning run (`runs/tune-*`, tuning seeds only) is scored by its pooled validation loss at the "
                   "round chosen on validation (its lowest), averaged over the tuning seeds; the lowest wins, the "
                   "earlier candidate on ties. Fair-* strategies take their base strategy's choice (at lambda = 0 "
-                  "they are that strategy). A tuned arm whose choice equals the paper settings shares the paper "
-                  f"arm's runs. All rows: `{TUNING_FILE}`."),
+                  "they are that strategy). A tuned arm whose keys equal another arm's (the paper settings, the "
+                  f"control) shares that arm's runs. All rows: `{TUNING_FILE}`."),
     ]
     if frame.empty:
         return [*blocks, Paragraph("No strategy has a choice yet: a tuning run did not complete.")]

@@ -147,6 +147,14 @@ def test_the_tuned_arm_runs_on_every_seed_with_the_choice_and_shares_runs_equal_
     assert not any(r.config.startswith("tuned") for r in plan(grid))  # no choice yet: no tuned arm
 
 
+def test_a_tuned_choice_equal_to_the_control_reuses_the_controls_runs(tmp_path):
+    grid = grid_of(tmp_path, 'strategies = ["fedavg", "ifca"]\nseeds = 2\n' + CONTROL + TUNE.replace(', "fair-ifca"', ""))
+    runs = plan(grid, {"fedavg": {"lr": "0.05", "local-epochs": "1"}, "ifca": {"lr": "0.01", "local-epochs": "5"}})
+    assert [(r.strategy, r.config, r.run_dir) for r in runs if r.config == "tuned"] == [
+        ("fedavg", "tuned", "runs/fedavg_ifca-settings_seed0"), ("ifca", "tuned", "runs/ifca_tuned_seed0"),
+        ("fedavg", "tuned", "runs/fedavg_ifca-settings_seed1"), ("ifca", "tuned", "runs/ifca_tuned_seed1")]
+
+
 def fake_trainer(monkeypatch, fail: set[str] = frozenset()):
     """run.sh stands in here for a trainer writing results like a run; returns the run dirs it trained,
     one list per federation. Runs named in `fail` fail once."""
@@ -173,8 +181,9 @@ def fake_trainer(monkeypatch, fail: set[str] = frozenset()):
     return federations
 
 
+# One tuning seed: seed 0 picks lr 0.01 x 5 epochs (LOSSES), no arm's setting, so the tuned arms train.
 STUDY_GRID = 'strategies = ["fedavg", "ifca"]\nseeds = 2\nout = "s"\n' + COMMON + CONTROL + TUNE.replace(
-    ', "fair-ifca"', "")
+    ', "fair-ifca"', "").replace("seeds = [0, 1]", "seeds = [0]")
 
 
 def test_one_command_tunes_then_runs_the_tuned_arm_and_reports_both(tmp_path, monkeypatch, capsys):
@@ -184,16 +193,15 @@ def test_one_command_tunes_then_runs_the_tuned_arm_and_reports_both(tmp_path, mo
     assert main(["--grid", str(tmp_path / "g.toml"), "--out", str(out)]) == 0
     first, second = federations
     assert sorted(n for n in first if n.startswith("tune-")) == sorted(
-        f"tune-{s}_lr{lr}_local-epochs{e}_seed{seed}" for s in ("fedavg", "ifca") for lr in ("0.01", "0.05")
-        for e in (1, 5) for seed in (0, 1))
+        f"tune-{s}_lr{lr}_local-epochs{e}_seed0" for s in ("fedavg", "ifca") for lr in ("0.01", "0.05") for e in (1, 5))
     assert sorted(n for n in first if not n.startswith("tune-")) == sorted(
         f"{a}_seed{s}" for a in ("fedavg", "fedavg_ifca-settings", "ifca") for s in (0, 1))
-    assert second == ["fedavg_tuned_seed0", "fedavg_tuned_seed1"]  # ifca's choice is its paper setting: no new run
+    assert second == ["fedavg_tuned_seed0", "ifca_tuned_seed0", "fedavg_tuned_seed1", "ifca_tuned_seed1"]
     tuned = json.loads((out / "runs" / "fedavg_tuned_seed1" / "config.json").read_text())["config"]
-    assert (tuned["lr"], tuned["local-epochs"]) == (0.05, 1)
-    assert "tuning: fedavg runs as 'tuned' with lr=0.05 local-epochs=1" in capsys.readouterr().err
+    assert (tuned["lr"], tuned["local-epochs"]) == (0.01, 5)
+    assert "tuning: fedavg runs as 'tuned' with lr=0.01 local-epochs=5" in capsys.readouterr().err
     tuning = pd.read_csv(out / "tuning.csv")
-    assert tuning.loc[tuning["chosen"], "candidate"].tolist() == ["lr=0.05 local-epochs=1"] * 2
+    assert tuning.loc[tuning["chosen"], "candidate"].tolist() == ["lr=0.01 local-epochs=5"] * 2
     runs = pd.read_csv(out / "runs.csv", keep_default_na=False)
     assert {"ifca-settings", "tuned", "tune lr=0.01 local-epochs=5"} <= set(runs["config"])
     assert set(runs["status"]) == {"completed"}
@@ -229,7 +237,7 @@ def test_a_rerun_after_the_tuning_phase_trains_only_the_tuned_arm(tmp_path, monk
     (tmp_path / "g.toml").write_text(STUDY_GRID)
     argv = ["--grid", str(tmp_path / "g.toml"), "--out", str(tmp_path / "s")]
     assert main(argv) == 1  # the tuned run failed
-    assert federations[1] == ["fedavg_tuned_seed0"]
+    assert federations[1] == ["fedavg_tuned_seed0", "ifca_tuned_seed0", "ifca_tuned_seed1"]
     assert main(argv) == 0
     assert federations[2:] == [["fedavg_tuned_seed1"]]  # no tuning run, no other arm
     assert main(argv) == 0
@@ -333,9 +341,9 @@ def test_tuned_arms_are_compared_with_tuned_fedavg_and_judged_in_their_own_claim
     tuned = tests[tests["baseline"] == "fedavg-tuned"]
     assert set(zip(tuned["strategy"], tuned["config"])) == {("ifca", "tuned")}  # only tuned arms, each at its best
     expected = []
-    for seed in (0, 1):  # ifca's tuned arm is its paper runs; fedavg's has its own
+    for seed in (0, 1):
         values = []
-        for name in (f"ifca_seed{seed}", f"fedavg_tuned_seed{seed}"):
+        for name in (f"ifca_tuned_seed{seed}", f"fedavg_tuned_seed{seed}"):
             chosen = chosen_round(*pooled_loss(metrics(out, f"runs/{name}", "val_metrics.csv")))
             frame = metrics(out, f"runs/{name}")
             values.append(np.array([value(frame, chosen, state, "", "accuracy") for state in ("AL", "WY", "VT")]))
