@@ -6,9 +6,11 @@ with bootstrap intervals over seeds and one report (Markdown and self-contained 
 
 A study directory holds `study.json` (its grid), `runs.csv`, `runs/<run>/` (one results directory
 per run), `federations/` (the runs trained together in one `flwr run`), `logs/`, and the outputs
-(`summary.csv`, the report and its tables). Running the same command again trains nothing that is
-complete, resumes killed runs, retries failed ones and rewrites the outputs; a directory holding
-another study is refused. Grid files: `analysis/grids/paper.toml`.
+(`summary.csv`, the report and its tables). With a `[tune]` grid, the tuning runs (`runs/tune-*`)
+train beside every arm that needs no choice, the choice goes to `tuning.csv`, then arm "tuned" trains.
+Running the same command again trains nothing that is complete (a finished tuning phase included),
+resumes killed runs, retries failed ones and rewrites the outputs; a directory holding another study
+is refused. Grid files: `analysis/grids/paper.toml`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.cli import OneLineErrorParser
-from analysis.study_plan import DEFAULT_SEEDS, StudyError, build_grid, check_out_dir, plan, study_record, valid_strategies
-from analysis.study_run import check_configs, execute, lock
+from analysis.study_plan import (
+    DEFAULT_SEEDS,
+    TUNED,
+    StudyError,
+    build_grid,
+    check_out_dir,
+    plan,
+    study_record,
+    unique_runs,
+    valid_strategies,
+)
+from analysis.study_run import check_configs, execute, lock, run_state
+from analysis.study_tune import choose, tuning_runs, write_tuning
 from recorder.files import ResultsError, write_atomic
 
 
@@ -46,15 +59,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         grid, out = build_grid(args)
+        tuning = tuning_runs(grid)
         runs = plan(grid)
-        record = study_record(grid, runs)
+        first = [*tuning, *unique_runs(runs)]  # tuning and every arm that needs no choice, trained together
+        record = study_record(grid, first)
         check_out_dir(out, record)
-        check_configs(out, runs)
+        check_configs(out, first)
         out.mkdir(parents=True, exist_ok=True)
         held = lock(out)
         if not (out / "study.json").is_file():
             write_atomic(out / "study.json", (json.dumps(record, indent=2) + "\n").encode())
-        rows = execute(out, runs, say)
+        fresh = any(run_state(out / r.run_dir) != "complete" for r in first)
+        rows = execute(out, first, say, last=grid.tune is None)
+        if grid.tune is not None:
+            chosen, table = choose(out, grid, rows)
+            write_tuning(out, table)
+            for strategy in grid.tune.strategies:
+                say(f"tuning: {strategy} runs as '{TUNED}' with " + " ".join(f"{k}={v}" for k, v in chosen[strategy].items())
+                    if strategy in chosen else f"tuning: no choice for {strategy} yet (a tuning run did not complete "
+                    "or none scored a finite validation loss); its tuned arm waits for the next invocation")
+            runs = plan(grid, chosen)
+            tuned = [r for r in unique_runs(runs) if r.run_dir not in {f.run_dir for f in first}]
+            check_configs(out, tuned)
+            rows = execute(out, [*tuning, *unique_runs(runs)], say, attempted=rows, last=not fresh)
     except StudyError as error:
         parser.error(str(error))
     from analysis.study_report import write_outputs  # matplotlib and friends only once runs are done

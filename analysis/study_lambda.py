@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.report import bootstrap_ci
-from analysis.study_tables import FAIR_BASE, Arm, assignments, lambda_points
+from analysis.study_plan import FAIR_BASES
+from analysis.study_tables import Arm, assignments, lambda_points
 
 LAMBDA_METRICS = (("accuracy", ""), ("sp_gap", "sex"), ("eo_gap", "sex"), ("sp_gap", "race"), ("eo_gap", "race"))
 LAMBDA_COLUMNS = ["strategy", "lambda", "n_seeds", "client_rounds", "changed_share", "metric", "attribute", "mean",
@@ -42,7 +43,7 @@ def lambda_table(arms: Sequence[Arm], which: str) -> pd.DataFrame:
     """lambda.csv: per Fair-* strategy and weight, the changed share and, per metric, the mean over
     clients (MEAN rows) at each run's `which` round, averaged over seeds with its interval."""
     rows = []
-    for strategy in FAIR_BASE:
+    for strategy in FAIR_BASES:
         points = lambda_points(arms, strategy)
         zero = points[0][1] if points and points[0][0] == 0 else None
         for w, arm in points:

@@ -51,6 +51,7 @@ from analysis.study_tables import (
     summary_table,
     unconverged,
 )
+from analysis.study_tune import TUNING_FILE
 from analysis.tilemap import TILES, category_map
 from core.states import FOLKTABLES_STATES
 from recorder.files import write_atomic
@@ -200,6 +201,31 @@ def strategy_section(summary: pd.DataFrame, arms: Sequence[Arm], which: str, fla
         blocks += [Paragraph("The same at each run's final round:"), *strategy_tables(summary, arms, "final", flags,
                                                                                       mixed)]
     return blocks
+
+
+# --- tuning -------------------------------------------------------------------------------------------
+
+def tuning_section(out: Path) -> list[Block]:
+    """The tuning phase's candidates, scores and choices (tuning.csv), if the study tuned."""
+    path = out / TUNING_FILE
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    blocks: list[Block] = [
+        Heading(2, "Tuning"),
+        Paragraph("Arm 'tuned' runs each strategy at the candidate of the grid's [tune] table chosen on validation: "
+                  "each tuning run (`runs/tune-*`, tuning seeds only) is scored by its pooled validation loss at the "
+                  "round chosen on validation (its lowest), averaged over the tuning seeds; the lowest wins, the "
+                  "earlier candidate on ties. Fair-* strategies take their base strategy's choice (at lambda = 0 "
+                  "they are that strategy). A tuned arm whose keys equal another arm's (the paper settings, the "
+                  f"control) shares that arm's runs. All rows: `{TUNING_FILE}`."),
+    ]
+    if frame.empty:
+        return [*blocks, Paragraph("No strategy has a choice yet: a tuning run did not complete.")]
+    rows = [[r.strategy, r.candidate, r.seeds, fmt(r.val_loss), fmt(r.val_accuracy), r.val_rounds,
+             "**chosen**" if r.chosen else ""] for r in frame.itertuples(index=False)]
+    return [*blocks, table(["strategy", "candidate", "tuning seeds", "validation loss", "validation accuracy",
+                            "round chosen per seed", "chosen"], rows)]
 
 
 # --- per state ----------------------------------------------------------------------------------------
@@ -558,6 +584,10 @@ def runs_section(rows: Sequence[dict[str, Any]], out: Path) -> list[Block]:
                   + ". Common keys: " + (" ".join(f"`{k}={v}`" for k, v in study["run-config"].items()) or "none")
                   + "." + "".join(f" {s}: " + " ".join(f"`{k}={v}`" for k, v in keys.items()) + "."
                                  for s, keys in study["strategy-config"].items())
+                  + "".join(f" Arm {name}: " + " ".join(f"`{k}={v}`" for k, v in keys.items()) + "."
+                            for name, keys in study.get("arms", {}).items())
+                  + (" Tuning: " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in study["tune"].items()) + "."
+                     if "tune" in study else "")
                   + " Status: " + ", ".join(f"{n} {s}" for s, n in tally.items()) + " (`runs.csv`; logs in `logs/`)."),
     ]
     failed = [r for r in rows if r["status"] != "completed"]
@@ -624,6 +654,7 @@ def write_outputs(out: Path, planned: Sequence[PlannedRun], rows: Sequence[dict[
         *rounds_section(arms, which),
         *claims_section(found, which),
         *strategy_section(summary, arms, which, flags, mixed, out),
+        *tuning_section(out),
         *state_section(comparisons, arms, which, flags, out),
         *tests_section(comparisons, which, flags),
         *pareto_section(pareto, arms, which, out),

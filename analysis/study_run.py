@@ -150,17 +150,24 @@ def federation_config(group: Sequence[tuple[int, PlannedRun, str]], out: Path, n
     return " ".join([*(f"{k}={v}" for k, v in shared.items()), f"{REPLICATES_KEY}={json.dumps(str(path))}"])
 
 
-def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -> list[dict[str, Any]]:
+def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None],
+            attempted: Sequence[Mapping[str, Any]] = (), last: bool = True) -> list[dict[str, Any]]:
     """Train what is not complete, in as few federations (`flwr run`s) as the data settings allow,
-    keeping runs.csv current; returns its rows.
+    keeping runs.csv current; returns its rows. Runs among `attempted` (rows of an earlier phase of
+    this invocation) are not trained again: a failed one waits for the next invocation. `last`: no
+    later phase follows, so "nothing to train" may be said.
 
     A run's `wall_s` is the wall time of the federation that trained it (for a resumed run, of the
     invocation that finished it), and `federation` that federation's flwr run id.
     """
     before = read_runs_csv(out / "runs.csv")
+    tried = {r["run_dir"]: r for r in attempted}
     rows, todo, walls = [], [], {}
     for run in runs:
         state = run_state(out / run.run_dir)
+        if run.run_dir in tried:
+            rows.append(dict(tried[run.run_dir]))
+            continue
         earlier = before.get(run.run_dir, {}) if state == "complete" else {}
         wall = earlier.get("wall_s", "")
         rows.append({"strategy": run.strategy, "config": run.config, "seed": run.seed, "run_dir": run.run_dir,
@@ -172,7 +179,8 @@ def execute(out: Path, runs: Sequence[PlannedRun], say: Callable[[str], None]) -
             walls.setdefault(run.strategy, []).append(float(wall))
     write_runs_csv(out / "runs.csv", rows)
     if not todo:
-        say(f"nothing to train: all {len(runs)} runs in {out} are complete; rewriting summary and report")
+        if last:
+            say(f"nothing to train: all {len(runs)} runs in {out} are complete; rewriting summary and report")
         return rows
     resumes = sum(state == "resume" for *_, state in todo)
     groups = federations(todo)

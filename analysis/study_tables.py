@@ -33,7 +33,7 @@ from analysis.stats import (
     plateau_round,
     signed_rank_test,
 )
-from analysis.study_plan import PlannedRun, is_personalized
+from analysis.study_plan import FAIR_BASES, PAPER, TUNED, PlannedRun, is_personalized
 from core.tasks import ATTRIBUTES
 from recorder.files import METRICS_COLUMNS, ResultsError
 from recorder.tables import pooled_loss
@@ -168,9 +168,19 @@ def summary_table(arms: Sequence[Arm], convergence: pd.DataFrame) -> pd.DataFram
 
 # --- paired comparisons -----------------------------------------------------------------------------
 
+def is_tuned(arm: Arm) -> bool:
+    """An arm at its strategy's setting chosen on validation ("tuned", "tuned lambda=1")."""
+    return arm.config.split(" ")[0] == TUNED
+
+
+def tuned_arm(arms: Sequence[Arm], strategy: str) -> Arm | None:
+    """The strategy's tuned arm (not a Fair-* one), if it has completed runs."""
+    return next((a for a in arms if a.strategy == strategy and a.config == TUNED and a.runs), None)
+
+
 def baseline_arm(arms: Sequence[Arm], strategy: str) -> Arm | None:
-    """The baseline's arm (fedavg or local have one configuration), if it has completed runs."""
-    return next((a for a in arms if a.strategy == strategy and a.runs), None)
+    """The strategy's paper-settings arm (not an extra or tuned one), if it has completed runs."""
+    return next((a for a in arms if a.strategy == strategy and a.config == PAPER and a.runs), None)
 
 
 def paired_deltas(base: Arm, other: Arm, which: str) -> pd.DataFrame:
@@ -220,7 +230,8 @@ TEST_COLUMNS = ["baseline", "strategy", "config", "round", "attribute", "metric"
 
 
 def compare_arms(arms: Sequence[Arm], which: str) -> Comparisons:
-    """Every arm against each baseline present (fedavg, local) at round `which`.
+    """Every arm against each baseline present (fedavg, local) at round `which`, and every tuned arm
+    against the baseline's tuned arm (baseline "fedavg-tuned", "local-tuned"): each at its own best.
 
     Per client: mean delta over shared seeds with its interval. Across clients, per quantity: the
     Wilcoxon signed-rank test on the per-client mean deltas, Holm-corrected over the family of every
@@ -228,12 +239,13 @@ def compare_arms(arms: Sequence[Arm], which: str) -> Comparisons:
     over seeds; the clients whose interval lies above or below 0 (NaN with one seed: no interval).
     """
     state_rows, test_rows, skipped = [], [], []
-    for name in BASELINES:
-        base = baseline_arm(arms, name)
+    pairs = [(name, baseline_arm(arms, name), arms) for name in BASELINES]
+    pairs += [(f"{name}-{TUNED}", tuned_arm(arms, name), [a for a in arms if is_tuned(a)]) for name in BASELINES]
+    for name, base, others in pairs:
         if base is None:
             continue
         family = []
-        for other in (a for a in arms if a is not base and a.runs):
+        for other in (a for a in others if a is not base and a.runs):
             problems = data_differences(base.runs[base.seeds[0]], other.runs[other.seeds[0]], seed=False)
             if problems:
                 skipped.append(f"{other.label} vs {name}: " + "; ".join(problems))
@@ -473,23 +485,28 @@ def _not_judged(skipped: Sequence[str]) -> str:
 
 
 def _cells_claim(claim: str, tests: pd.DataFrame, quantities: Sequence[tuple[str, str]],
-                 stalled: dict[tuple[str, str], str]) -> Claim:
-    rule = (f"each personalized configuration vs fedavg, per quantity ({', '.join(_quantity(*q) for q in quantities)}): "
+                 stalled: dict[tuple[str, str], str], tuned: bool = False) -> Claim:
+    """Paper arms against fedavg's paper arm, or (`tuned`) tuned arms against fedavg's tuned arm."""
+    baseline, base = ("fedavg-tuned", ("fedavg", TUNED)) if tuned else ("fedavg", ("fedavg", PAPER))
+    which = "tuned configuration vs tuned fedavg (each at its setting chosen on validation)" if tuned else \
+        "personalized configuration at the paper's settings vs fedavg"
+    rule = (f"each {which}, per quantity ({', '.join(_quantity(*q) for q in quantities)}): "
             f"'better' if the mean Δ over clients has the better sign, its Wilcoxon test across clients is "
             f"significant after Holm (p < {ALPHA}; needs at least 6 clients with a non-zero Δ) and, with 2+ "
             "seeds, its interval over seeds excludes 0. Supported: every cell better; not supported: none "
             "better; mixed: otherwise." + NOT_CONVERGED_RULE)
-    rows = tests[(tests["baseline"] == "fedavg") & tests["strategy"].map(is_personalized)]
+    rows = tests[(tests["baseline"] == baseline) & tests["strategy"].map(is_personalized)]
+    rows = rows[[(c.split(" ")[0] == TUNED) == tuned for c in rows["config"]]]
     rows = rows[[(a, m) in quantities for a, m in zip(rows["attribute"], rows["metric"], strict=True)]]
     arms = list(dict.fromkeys(zip(rows["strategy"], rows["config"])))
-    skipped = [stalled[a] for a in [("fedavg", "-"), *arms] if a in stalled]
-    if ("fedavg", "-") in stalled:
+    skipped = [stalled[a] for a in [base, *arms] if a in stalled]
+    if base in stalled:
         rows = rows.iloc[0:0]
     rows = rows[[a not in stalled for a in zip(rows["strategy"], rows["config"])]]
     if rows.empty:
         return Claim(claim, rule, "not assessable",
-                     ("no converged personalized configuration compared with a converged fedavg" if skipped
-                      else "no personalized configuration compared with fedavg") + _not_judged(skipped))
+                     (f"no converged personalized configuration compared with a converged {baseline}" if skipped
+                      else f"no personalized configuration compared with {baseline}") + _not_judged(skipped))
     tally = rows["verdict"].value_counts()
     better, worse = int(tally.get("better", 0)), int(tally.get("worse", 0))
     outcome = "supported" if better == len(rows) else "not supported" if better == 0 else "mixed"
@@ -518,7 +535,7 @@ def _uniformity_claim(tests: pd.DataFrame, stalled: dict[tuple[str, str], str]) 
             "some gap has clients on both sides. Supported: every configuration non-uniform; not supported: "
             "none; mixed: otherwise. Needs 2+ seeds." + NOT_CONVERGED_RULE)
     rows = tests[(tests["baseline"] == "fedavg") & tests["strategy"].map(is_personalized)
-                 & (tests["metric"] != "accuracy")]
+                 & (tests["metric"] != "accuracy") & (tests["config"].str.split(" ").str[0] != TUNED)]
     arms = list(dict.fromkeys(zip(rows["strategy"], rows["config"])))
     skipped = [stalled[a] for a in [("fedavg", "-"), *arms] if a in stalled]
     rows = rows.iloc[0:0] if ("fedavg", "-") in stalled else rows
@@ -540,9 +557,6 @@ def _uniformity_claim(tests: pd.DataFrame, stalled: dict[tuple[str, str], str]) 
     return Claim(claim, rule, outcome, "; ".join(parts) + _not_judged(skipped))
 
 
-FAIR_BASE = {"fair-ifca": "ifca", "fair-flhc": "flhc"}  # a Fair-* strategy at lambda = 0 is its base, exactly
-
-
 def weight(arm: Arm) -> float | None:
     """The arm's lambda ("lambda=0.5" -> 0.5); None for an arm without one."""
     return float(arm.config.split("=", 1)[1]) if arm.config.startswith("lambda=") else None
@@ -553,7 +567,7 @@ def lambda_points(arms: Sequence[Arm], strategy: str) -> list[tuple[float, Arm]]
     stands in, if its settings match (the same keys but strategy and lambda)."""
     points = sorted(((w, a) for a in arms if a.strategy == strategy and a.runs and (w := weight(a)) is not None),
                     key=lambda p: p[0])
-    base = baseline_arm(arms, FAIR_BASE[strategy])
+    base = baseline_arm(arms, FAIR_BASES[strategy])
     if points and points[0][0] != 0 and base is not None:
         def plain(arm: Arm) -> dict[str, Any]:
             settings = arm.runs[arm.seeds[0]].settings()
@@ -606,6 +620,75 @@ def _lambda_claim(arms: Sequence[Arm], which: str, stalled: dict[tuple[str, str]
                  + _not_judged(skipped))
 
 
+OPTIMIZER_KEYS = ("lr", "local-epochs", "batch-size")
+CONTROL_QUANTITIES = (("accuracy", ""), ("sp_gap", "sex"), ("eo_gap", "sex"), ("sp_gap", "race"), ("eo_gap", "race"))
+
+
+def optimizer(arm: Arm) -> dict[str, Any]:
+    return {k: arm.runs[arm.seeds[0]].config["config"].get(k) for k in OPTIMIZER_KEYS}
+
+
+def control_arm(arms: Sequence[Arm], strategy: str = "ifca") -> Arm | None:
+    """The budget-matched control: an extra fedavg arm (neither paper nor tuned) with the same lr, local
+    epochs and batch size as `strategy`'s paper arm."""
+    target = baseline_arm(arms, strategy)
+    if target is None:
+        return None
+    return next((a for a in arms if a.strategy == "fedavg" and a.config not in (PAPER, TUNED) and a.runs
+                 and optimizer(a) == optimizer(target)), None)
+
+
+def _paired_mean_deltas(other: Arm, base: Arm, which: str, metric: str, attribute: str) -> list[float]:
+    """Per shared seed: other - base of the mean over clients, each run at its `which` round."""
+    deltas = []
+    for seed in sorted(set(other.runs) & set(base.runs)):
+        ro, rb = other.round_of(seed, which), base.round_of(seed, which)
+        if ro is not None and rb is not None:
+            deltas.append(other.value(seed, ro, "MEAN", attribute, metric) - base.value(seed, rb, "MEAN", attribute, metric))
+    return deltas
+
+
+def _clear(mean: float, low: float, high: float, n: int) -> bool:
+    """A change: non-zero and, with 2+ seeds, its interval over seeds excludes 0."""
+    return bool(np.isfinite(mean) and mean != 0 and (n < 2 or low > 0 or high < 0))
+
+
+def _control_claim(arms: Sequence[Arm], which: str, stalled: dict[tuple[str, str], str]) -> Claim:
+    claim = ("IFCA's difference from FedAvg comes from clustering, not from its optimizer setting (budget-matched "
+             "control: FedAvg at IFCA's lr, local epochs and batch size)")
+    rule = ("paired by seed, mean over clients, per quantity (accuracy; SP and EO gaps for sex and race): the "
+            "clustering effect is ifca − control (same optimizer setting, clustering on or off), the setting effect "
+            "control − fedavg (same algorithm, the two settings); together they are ifca − fedavg. A quantity is "
+            "'clustering' if the clustering effect is a change (non-zero; with 2+ seeds its interval over seeds "
+            "excludes 0) larger in size than the setting effect, 'setting' if the setting effect is a change at "
+            "least as large, else 'neither'. Supported: every quantity clustering; not supported: none; mixed: "
+            "otherwise." + NOT_CONVERGED_RULE)
+    ifca, fedavg, control = baseline_arm(arms, "ifca"), baseline_arm(arms, "fedavg"), control_arm(arms)
+    if ifca is None or fedavg is None or control is None:
+        missing = [name for name, arm in (("ifca", ifca), ("fedavg", fedavg), ("the control", control)) if arm is None]
+        return Claim(claim, rule, "not assessable", f"needs completed runs of {', '.join(missing)} (the control: an "
+                                                    "[arms] fedavg arm at ifca's lr, local-epochs and batch-size)")
+    skipped = [stalled[(a.strategy, a.config)] for a in (ifca, control, fedavg) if (a.strategy, a.config) in stalled]
+    if skipped:
+        return Claim(claim, rule, "not assessable", f"needs converged ifca, control and fedavg.{_not_judged(skipped)}")
+    parts, labels = [], []
+    for metric, attribute in CONTROL_QUANTITIES:
+        clustering = _ci_row(_paired_mean_deltas(ifca, control, which, metric, attribute))
+        setting = _ci_row(_paired_mean_deltas(control, fedavg, which, metric, attribute))
+        if _clear(*clustering) and abs(clustering[0]) > abs(setting[0]):
+            labels.append("clustering")
+        elif _clear(*setting) and abs(setting[0]) >= abs(clustering[0]):
+            labels.append("setting")
+        else:
+            labels.append("neither")
+        parts.append(f"{_quantity(attribute, metric)}: clustering Δ {_interval(*clustering)}, setting Δ "
+                     f"{_interval(*setting)} over {clustering[3]} seed(s): {labels[-1]}")
+    hits = labels.count("clustering")
+    outcome = "supported" if hits == len(labels) else "not supported" if hits == 0 else "mixed"
+    return Claim(claim, rule, outcome, f"control {control.label}; {hits} of {len(labels)} quantities clustering. "
+                 + "; ".join(parts))
+
+
 def _gaussian_claim(gaussian: pd.DataFrame) -> Claim:
     claim = ("In the Gaussian model FedAvg is less fair than the cluster's own threshold for the paper's p "
              "(1/2 and 2/3)")
@@ -633,4 +716,9 @@ def claims(arms: Sequence[Arm], tests: pd.DataFrame, gaussian: pd.DataFrame, whi
         _uniformity_claim(tests, stalled),
         _lambda_claim(arms, which, stalled),
         _gaussian_claim(gaussian),
+        _control_claim(arms, which, stalled),
+        *([_cells_claim("Personalization improves local accuracy (tuned arms)", tests, [("", "accuracy")], stalled,
+                        tuned=True),
+           _cells_claim("Personalization improves local fairness (tuned arms)", tests, GAP_QUANTITIES, stalled,
+                        tuned=True)] if any(is_tuned(a) for a in arms) else []),
     ]

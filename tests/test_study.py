@@ -377,9 +377,11 @@ def test_report_has_every_section_and_one_row_per_claim(study):
     positions = [text.index(h) for h in headings]
     assert positions == sorted(positions)
     claims = pd.read_csv(study / "claims.csv")
-    assert len(claims) == 5 and set(claims["verdict"]) <= {"supported", "not supported", "mixed", "not assessable"}
+    assert len(claims) == 6 and set(claims["verdict"]) <= {"supported", "not supported", "mixed", "not assessable"}
     assert claims.loc[0, "verdict"] == "supported"  # made-up predictions: personalization is right more often
     assert claims.loc[4, "verdict"] == "supported"  # the Gaussian model, published setting
+    assert claims.loc[5, "verdict"] == "not assessable"  # no control arm in this study
+    assert claims.loc[5, "numbers"].startswith("needs completed runs of the control")
     assert "Every run used the same data: income task, synthetic" in text
 
 
