@@ -222,10 +222,10 @@ def tuning_section(out: Path) -> list[Block]:
     ]
     if frame.empty:
         return [*blocks, Paragraph("No strategy has a choice yet: a tuning run did not complete.")]
-    rows = [[r.strategy, r.candidate, r.seeds, fmt(r.val_loss), fmt(r.val_accuracy), r.val_rounds,
+    rows = [[r.strategy, r.candidate, r.seeds, fmt(r.val_loss), fmt(r.val_accuracy), r.val_rounds, r.stopped,
              "**chosen**" if r.chosen else ""] for r in frame.itertuples(index=False)]
     return [*blocks, table(["strategy", "candidate", "tuning seeds", "validation loss", "validation accuracy",
-                            "round chosen per seed", "chosen"], rows)]
+                            "round chosen per seed", "stopped per seed", "chosen"], rows)]
 
 
 # --- per state ----------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ from recorder.tables import pooled_loss
 
 TUNING_FILE = "tuning.csv"
 TUNE_PREFIX = "tune-"
-TUNING_COLUMNS = ["strategy", "arm", "candidate", "seeds", "val_loss", "val_accuracy", "val_rounds", "chosen"]
+TUNING_COLUMNS = ["strategy", "arm", "candidate", "seeds", "val_loss", "val_accuracy", "val_rounds", "stopped",
+                  "chosen"]
 
 
 def candidate_label(candidate: Mapping[str, str]) -> str:
@@ -89,6 +90,13 @@ def score(run_dir: Path) -> tuple[float, float, int | None]:
     return loss, float(accuracy.iloc[0]) if len(accuracy) else math.nan, chosen
 
 
+def stopped(run_dir: Path) -> str:
+    """Where and why a run stopped ("120 plateau", "300 ceiling"), or its last round without an early stop."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stop = summary.get("stopped")
+    return f"{stop['round']} {stop['reason']}" if stop else f"{summary.get('rounds', '?')} (no early stop)"
+
+
 def choose(out: Path, grid: Grid, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, str]], pd.DataFrame]:
     """(strategy -> chosen candidate, the tuning table) from the completed tuning runs. A strategy gets
     a choice only when all its tuning runs completed and some candidate scored a finite loss."""
@@ -110,15 +118,16 @@ def choose(out: Path, grid: Grid, rows: Sequence[Mapping[str, Any]]) -> tuple[di
             losses = [f[0] for f in found]
             mean = float(np.mean(losses)) if all(np.isfinite(losses)) else math.nan
             scored.append((candidate, mean, float(np.mean([f[1] for f in found])),
-                           ", ".join(str(f[2]) if f[2] is not None else "n/a" for f in found)))
+                           ", ".join(str(f[2]) if f[2] is not None else "n/a" for f in found),
+                           ", ".join(stopped(out / r.run_dir) for r in mine)))
         finite = [i for i, s in enumerate(scored) if np.isfinite(s[1])]
         if not finite:
             continue
         best = min(finite, key=lambda i: scored[i][1])
         chosen[strategy] = dict(scored[best][0])
         seeds = ", ".join(map(str, grid.tune.seeds))
-        table += [[strategy, TUNED, candidate_label(c), seeds, loss, accuracy, rounds, i == best]
-                  for i, (c, loss, accuracy, rounds) in enumerate(scored)]
+        table += [[strategy, TUNED, candidate_label(c), seeds, loss, accuracy, rounds, stop, i == best]
+                  for i, (c, loss, accuracy, rounds, stop) in enumerate(scored)]
     for strategy in grid.tune.strategies:
         if takes_lambda(strategy) and FAIR_BASES[strategy] in chosen:
             chosen[strategy] = chosen[FAIR_BASES[strategy]]

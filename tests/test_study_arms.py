@@ -114,6 +114,7 @@ def test_tuning_picks_the_lowest_mean_validation_loss_and_fair_ifca_takes_ifcas_
     assert fedavg["val_accuracy"].iloc[2] == pytest.approx(1 - 0.4)
     assert fedavg["val_rounds"].iloc[1] == "2, 2" and fedavg["val_rounds"].iloc[3] == "n/a, 3"
     assert fedavg["chosen"].tolist() == [False, False, True, False]
+    assert set(fedavg["stopped"]) == {"3 plateau: made up, 3 plateau: made up"}  # write_run's summary.json
 
 
 def test_a_strategy_whose_tuning_is_unfinished_gets_no_choice(tmp_path):
