@@ -577,27 +577,32 @@ def lambda_points(arms: Sequence[Arm], strategy: str) -> list[tuple[float, Arm]]
     return points
 
 
-def _lambda_arms(arms: Sequence[Arm]) -> tuple[list[tuple[float, Arm]], str]:
-    """(lambda, arm) of fair-ifca by weight, and a note when ifca stands in as lambda = 0."""
-    points = lambda_points(arms, "fair-ifca")
-    return points, ("ifca counted as lambda = 0. " if points and points[0][1].strategy == "ifca" else "")
+LAMBDA_CLAIMS = {"fair-ifca": "Fair-FCA", "fair-flhc": "Fair-FL+HC"}  # strategy -> the paper's name
 
 
-def _lambda_claim(arms: Sequence[Arm], which: str, stalled: dict[tuple[str, str], str]) -> Claim:
-    claim = "Fair-FCA's lambda trades accuracy for fairness"
-    rule = ("fair-ifca at the largest against the smallest lambda (ifca as lambda = 0 if its settings match), "
-            "paired by seed, mean over clients of accuracy and of the gap Fair-FCA weighs (its fair-metric for "
+def _lambda_arms(arms: Sequence[Arm], strategy: str) -> tuple[list[tuple[float, Arm]], str]:
+    """(lambda, arm) of a Fair-* strategy by weight, and a note when its base stands in as lambda = 0."""
+    points = lambda_points(arms, strategy)
+    base = FAIR_BASES[strategy]
+    return points, (f"{base} counted as lambda = 0. " if points and points[0][1].strategy == base else "")
+
+
+def _lambda_claim(arms: Sequence[Arm], which: str, stalled: dict[tuple[str, str], str], strategy: str) -> Claim:
+    name, base = LAMBDA_CLAIMS[strategy], FAIR_BASES[strategy]
+    claim = f"{name}'s lambda trades accuracy for fairness"
+    rule = (f"{strategy} at the largest against the smallest lambda ({base} as lambda = 0 if its settings match), "
+            f"paired by seed, mean over clients of accuracy and of the gap {name} weighs (its fair-metric for "
             "its fair-attribute): 'lower' if the mean Δ is below 0 and, with 2+ seeds, its interval too. "
             "Supported: accuracy lower and gap lower; mixed: one of them; not supported: neither. Spearman's "
             "rho over all lambdas shows whether the trade is monotone." + NOT_CONVERGED_RULE)
-    points, note = _lambda_arms(arms)
+    points, note = _lambda_arms(arms, strategy)
     skipped = [stalled[(a.strategy, a.config)] for _, a in points if (a.strategy, a.config) in stalled]
     points = [(w, a) for w, a in points if (a.strategy, a.config) not in stalled]
     if len(points) < 2:
         return Claim(claim, rule, "not assessable",
-                     "needs converged fair-ifca at 2+ lambdas (or 1 plus ifca)" + _not_judged(skipped))
+                     f"needs converged {strategy} at 2+ lambdas (or 1 plus {base})" + _not_judged(skipped))
     (low_w, low), (high_w, high) = points[0], points[-1]
-    fair = next(a for _, a in points if a.strategy == "fair-ifca")
+    fair = next(a for _, a in points if a.strategy == strategy)
     settings = fair.runs[fair.seeds[0]].config["config"]
     gap = f"{settings.get('fair-metric', 'sp')}_gap"
     attribute = settings.get("fair-attribute", "sex")
@@ -714,7 +719,7 @@ def claims(arms: Sequence[Arm], tests: pd.DataFrame, gaussian: pd.DataFrame, whi
         _cells_claim("Personalization improves local accuracy", tests, [("", "accuracy")], stalled),
         _cells_claim("Personalization improves local fairness", tests, GAP_QUANTITIES, stalled),
         _uniformity_claim(tests, stalled),
-        _lambda_claim(arms, which, stalled),
+        *(_lambda_claim(arms, which, stalled, strategy) for strategy in LAMBDA_CLAIMS),
         _gaussian_claim(gaussian),
         _control_claim(arms, which, stalled),
         *([_cells_claim("Personalization improves local accuracy (tuned arms)", tests, [("", "accuracy")], stalled,

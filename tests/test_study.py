@@ -377,11 +377,11 @@ def test_report_has_every_section_and_one_row_per_claim(study):
     positions = [text.index(h) for h in headings]
     assert positions == sorted(positions)
     claims = pd.read_csv(study / "claims.csv")
-    assert len(claims) == 6 and set(claims["verdict"]) <= {"supported", "not supported", "mixed", "not assessable"}
+    assert len(claims) == 7 and set(claims["verdict"]) <= {"supported", "not supported", "mixed", "not assessable"}
     assert claims.loc[0, "verdict"] == "supported"  # made-up predictions: personalization is right more often
-    assert claims.loc[4, "verdict"] == "supported"  # the Gaussian model, published setting
-    assert claims.loc[5, "verdict"] == "not assessable"  # no control arm in this study
-    assert claims.loc[5, "numbers"].startswith("needs completed runs of the control")
+    assert claims.loc[5, "verdict"] == "supported"  # the Gaussian model, published setting
+    assert claims.loc[6, "verdict"] == "not assessable"  # no control arm in this study
+    assert claims.loc[6, "numbers"].startswith("needs completed runs of the control")
     assert "Every run used the same data: income task, synthetic" in text
 
 
@@ -404,6 +404,12 @@ def test_lambda_claim_compares_the_largest_with_the_smallest_weight(study):
     claim = pd.read_csv(study / "claims.csv").loc[3]
     assert claim["numbers"].startswith("ifca counted as lambda = 0. lambda 0 -> 2:")  # same settings but lambda
     assert claim["verdict"] in {"supported", "mixed", "not supported"}
+
+
+def test_the_fair_flhc_lambda_claim_names_what_it_needs_when_the_study_has_no_fair_flhc(study):
+    claim = pd.read_csv(study / "claims.csv").loc[4]
+    assert claim["claim"] == "Fair-FL+HC's lambda trades accuracy for fairness"
+    assert (claim["verdict"], claim["numbers"]) == ("not assessable", "needs converged fair-flhc at 2+ lambdas (or 1 plus flhc)")
 
 
 def test_the_lambda_table_has_a_row_per_weight_with_ifca_as_lambda_zero(study):

@@ -218,7 +218,7 @@ def test_the_control_claim_splits_ifca_minus_fedavg_into_clustering_and_setting(
     (tmp_path / "g.toml").write_text(STUDY_GRID)
     out = tmp_path / "s"
     assert main(["--grid", str(tmp_path / "g.toml"), "--out", str(out)]) == 0
-    claim = pd.read_csv(out / "claims.csv").iloc[5]
+    claim = pd.read_csv(out / "claims.csv").iloc[6]
     assert claim["claim"].startswith("IFCA's difference from FedAvg comes from clustering")
     deltas = []
     for seed in (0, 1):
@@ -356,7 +356,7 @@ def test_tuned_arms_are_compared_with_tuned_fedavg_and_judged_in_their_own_claim
     assert mine[["AL", "WY", "VT"]].to_numpy() == pytest.approx(np.mean(expected, axis=0), abs=1e-12)
     assert row["n_seeds"] == 2
     claims = pd.read_csv(out / "claims.csv")
-    assert claims["claim"].iloc[6:].tolist() == ["Personalization improves local accuracy (tuned arms)",
+    assert claims["claim"].iloc[7:].tolist() == ["Personalization improves local accuracy (tuned arms)",
                                                  "Personalization improves local fairness (tuned arms)"]
-    assert "ifca (tuned) accuracy Δ" in claims["numbers"].iloc[6]
+    assert "ifca (tuned) accuracy Δ" in claims["numbers"].iloc[7]
     assert "(tuned)" not in claims["numbers"].iloc[0]  # the paper-settings claim keeps to paper-settings arms
