@@ -137,6 +137,13 @@ def _first_of(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.nd
     return np.where(found, values[first[place]] if len(unique) else np.nan, np.nan)
 
 
+def _metric_name(model: str, metric: str, weighted: bool) -> str:
+    """metrics.csv's name: prefixed by a model other than the deployed one, `_weighted` for MEAN's
+    size-weighted means."""
+    prefix = "" if model == DEPLOYED else f"{model}_"
+    return f"{prefix}{metric}{'_weighted' if weighted else ''}"
+
+
 def _columns(frame: pd.DataFrame, models: np.ndarray, states: np.ndarray) -> Rows:
     """The key columns as numbers: model and state as codes (sorted by name), a missing cluster as NaN."""
     return {
@@ -211,19 +218,18 @@ def metrics_frame(counts: pd.DataFrame, clients: pd.DataFrame) -> pd.DataFrame:
     weighted = np.concatenate([p[0].get("weighted", np.zeros(len(p[0]["value"]), dtype=np.int64)) for p in parts])
     state, place, cluster = (np.concatenate([np.broadcast_to(p[i], len(p[0]["value"])) for p in parts])
                              for i in (1, 2, 3))
-    # A metric's name: the model's prefix (none for the deployed one), its code's name, "_weighted" for MEAN's.
-    names, combination = np.unique((column["model"] * len(METRICS) + column["metric"]) * 2 + weighted,
-                                   return_inverse=True)
-    named = np.array([("" if model_names[n // 2 // len(METRICS)] == DEPLOYED else f"{model_names[n // 2 // len(METRICS)]}_")
-                      + METRICS[n // 2 % len(METRICS)] + ("_weighted" if n % 2 else "") for n in names], dtype=object)
-    order = np.lexsort((np.argsort(np.argsort(named))[combination], column["attribute"], place, column["round"]))
+    # Each distinct (model, metric, weighted) once: its name, and that name's place in name order.
+    kinds, kind = np.unique((column["model"] * len(METRICS) + column["metric"]) * 2 + weighted, return_inverse=True)
+    named = np.array([_metric_name(model_names[k // 2 // len(METRICS)], METRICS[k // 2 % len(METRICS)], k % 2 == 1)
+                      for k in kinds], dtype=object)
+    order = np.lexsort((np.argsort(np.argsort(named))[kind], column["attribute"], place, column["round"]))
     missing = np.isnan(cluster[order])
     frame = pd.DataFrame({
         "round": column["round"][order],
         "state": state[order],
         "cluster": pd.arrays.IntegerArray(np.where(missing, 0, cluster[order]).astype(np.int64), missing),
         "attribute": np.array(["", *attributes], dtype=object)[column["attribute"][order]],
-        "metric": named[combination[order]],
+        "metric": named[kind[order]],
         "value": column["value"][order],
     })
     return frame[METRICS_COLUMNS]
