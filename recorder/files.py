@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-PACKAGES = ("flwr", "ray", "torch", "numpy", "pandas", "pyarrow", "folktables", "scipy")
+PACKAGES = ("flwr", "ray", "torch", "numpy", "pandas", "pyarrow", "folktables", "scipy", "numba", "llvmlite")
 COUNTS_COLUMNS = ["round", "state", "cluster", "attribute", "group", "n", "tp", "fp", "tn", "fn"]
 METRICS_COLUMNS = ["round", "state", "cluster", "attribute", "metric", "value"]
 

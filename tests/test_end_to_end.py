@@ -63,6 +63,7 @@ def test_config_records_source_versions_and_seed(fedavg_run):
     assert config["data"]["states"] == STATES
     assert config["config"]["num-server-rounds"] == 2 and config["seed"] == 0
     assert config["versions"]["flwr"] == "1.42.0" and config["versions"]["torch"].startswith("2.13.0")
+    assert (config["versions"]["numba"], config["versions"]["llvmlite"]) == ("0.68.1", "0.50.0")  # they compile the kernels
     assert len(config["git_commit"]) == 40 or config["git_commit"] == "unavailable"
 
 
