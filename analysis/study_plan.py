@@ -26,7 +26,7 @@ import click
 from flwr.common.config import parse_config_args
 
 from core.settings import ConfigError
-from fl_app.config import PRESETS, config_keys
+from fl_app.config import PRESETS, config_keys, preset_values
 from strategies.algorithm import StrategySpec
 from strategies.flower import NAMES as FLOWER_NAMES
 from strategies.registry import STRATEGIES, own_keys, spec_for
@@ -397,8 +397,7 @@ def pin_preset(keys: dict[str, str]) -> dict[str, str]:
     name = json.loads(keys.get("preset", '""'))
     if not name or name not in PRESETS:
         return keys
-    strategy = json.loads(keys["strategy"])
-    fills = {**PRESETS[name], **_spec(strategy).study}
+    fills = preset_values(name, json.loads(keys["strategy"]))
     defaults = config_keys()
     given = parse_run_config(" ".join(f"{k}={v}" for k, v in keys.items()))
     lost = [k for k, v in fills.items() if k in given and given[k] == defaults[k] != v]

@@ -121,6 +121,11 @@ def parse_config(raw: Mapping[str, Any]) -> RunConfig:
     return config
 
 
+def preset_values(name: str, strategy: Any) -> dict[str, Any]:
+    """What preset `name` sets for `strategy`: its own keys, then the strategy's study settings."""
+    return {**PRESETS[name], **(spec_for(strategy).study if isinstance(strategy, str) else {})}
+
+
 def with_preset(raw: Mapping[str, Any]) -> dict[str, Any]:
     """`raw` with its preset's values for every key it leaves at the default.
 
@@ -133,8 +138,7 @@ def with_preset(raw: Mapping[str, Any]) -> dict[str, Any]:
     if not name:
         return dict(raw)
     choice("preset", name, ["", *PRESETS])
-    strategy = raw.get("strategy", RunConfig.strategy)
-    values = {**PRESETS[name], **(spec_for(strategy).study if isinstance(strategy, str) else {})}
+    values = preset_values(name, raw.get("strategy", RunConfig.strategy))
     defaults = config_keys()
     return {**raw, **{k: v for k, v in values.items() if raw.get(k, defaults[k]) == defaults[k]}}
 
