@@ -97,8 +97,28 @@ run_experiment() {
   trap 'on_signal 130 SIGINT' INT
   trap 'on_signal 143 SIGTERM' TERM
   cd "$REPO"
+  export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
+  export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT; FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$(free_port)"
+  export FLWR_LOCAL_CONTROL_API_PORT; FLWR_LOCAL_CONTROL_API_PORT="$(free_port)"
+  export FAIRFL_GIT_COMMIT; FAIRFL_GIT_COMMIT="$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unavailable)"
+  export PATH="$VENV/bin:$PATH"
+  # The SuperLink `flwr run` would start (same flags as flwr 1.42's cli/local_superlink.py), and
+  # the app files it packages (fl_app/app_copy.py), get ready while the pre-flight check runs.
+  local link_dir="$FLWR_HOME/local-superlink" link_pid copy_pid
+  mkdir -p "$link_dir"
+  setsid flower-superlink --insecure --simulation --isolation subprocess \
+    --control-api-address "127.0.0.1:$FLWR_LOCAL_CONTROL_API_PORT" --host 127.0.0.1 \
+    --port "$FLWR_LOCAL_SUPERLINK_HTTP_API_PORT" --log-file "$link_dir/superlink.log" \
+    --log-rotation-interval-hours 24 --log-rotation-backup-count 7 --database "$link_dir/state.db" \
+    </dev/null >/dev/null 2>&1 &
+  link_pid=$!
+  "$PY" -m fl_app.app_copy "$FLWR_HOME/app" >/dev/null &
+  copy_pid=$!
   local plan_file="$FLWR_HOME/plan.json"
   run_bg "$PY" -m fl_app.check "${overrides[@]}" > "$plan_file" || exit 2
+  wait "$copy_pid" || { echo "run.sh: could not copy the app's files into $FLWR_HOME/app" >&2; exit 1; }
+  run_bg "$PY" -m fl_app.local_link wait "$FLWR_LOCAL_SUPERLINK_HTTP_API_PORT" "$link_pid" \
+    --log "$link_dir/superlink.log" || exit 1
   local n results pinned data replicates
   n="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["num_clients"])' "$plan_file")"
   data="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"])' "$plan_file")"
@@ -106,17 +126,11 @@ run_experiment() {
   results="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results_dir"])' "$plan_file")"
   pinned="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["overrides"])' "$plan_file")"
 
-  export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
-  export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT; FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$(free_port)"
-  export FLWR_LOCAL_CONTROL_API_PORT; FLWR_LOCAL_CONTROL_API_PORT="$(free_port)"
-  export FAIRFL_GIT_COMMIT; FAIRFL_GIT_COMMIT="$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unavailable)"
-  export PATH="$VENV/bin:$PATH"
-
   local cpus="${FAIRFL_ACTOR_CPUS:-1}"
   echo "flwr run: $n SuperNodes, data $data, results in ${results:-$replicates}" >&2
   echo "  (Flower then warns that its default changed from 10 SuperNodes to 2: not this run's size, set above)" >&2
   local out_file="$FLWR_HOME/run.json" run_id
-  run_bg flwr run . --format json "${overrides[@]}" --run-config "$pinned" \
+  run_bg flwr run "$FLWR_HOME/app" --format json "${overrides[@]}" --run-config "$pinned" \
         --federation-config "num-supernodes=$n client-resources-num-cpus=$cpus $fed_extra" > "$out_file" || true
   run_id="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run-id"])' "$out_file" 2>/dev/null)" || {
     echo "flwr run did not start: $(cat "$out_file")" >&2; exit 1; }

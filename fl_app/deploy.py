@@ -43,6 +43,7 @@ from flwr.common.config import get_fused_config_from_dir, parse_config_args
 from clients.shards import client_ids
 from clients.sources import resolve_source
 from core.tasks import TASKS
+from fl_app.app_copy import copy_app
 from fl_app.config import parse_config
 from fl_app.processes import STOP_GRACE_S, stop_tree, summary, with_env
 from fl_app.run_status import parse_status
@@ -369,9 +370,12 @@ class Federation:
         self.wait_until(f"{n} SuperNodes online", lambda: self.online_supernodes() == n)
 
     def submit(self, run_configs: list[str]) -> str:
-        """`flwr run` against this SuperLink: the run id."""
+        """`flwr run` of the app (fl_app/app_copy.py) against this SuperLink: the run id."""
         overrides = [a for rc in run_configs for a in ("--run-config", rc)]
-        out = self.cli("run", str(REPO), CONNECTION, "--format", "json", *overrides, stdout=subprocess.PIPE,
+        app = self.tmp / "app"  # the checkout's packaged files alone: `flwr run` walks every file it is given
+        if not app.exists():
+            copy_app(REPO, app)
+        out = self.cli("run", str(app), CONNECTION, "--format", "json", *overrides, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
         try:
             return str(json.loads(out.stdout)["run-id"])
