@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 
+import pytest
 from folktables.load_acs import state_list
 
 from core.states import FOLKTABLES_STATES
@@ -101,26 +102,37 @@ class LastTrainGrid(InProcessGrid):
         return super().deliver(message)
 
 
-# A fresh process serving one message, as `flwr-clientapp` does: which data readers it loaded.
+# A fresh process serving one message, as `flwr-clientapp` does: its reply, and every module it loaded.
 SERVE_ONE = """
 import json, pickle, sys
 message, context = pickle.load(open(sys.argv[1], "rb"))
 from fl_app.client_app import app
 reply = app(message, context)
-print(json.dumps({"error": reply.has_error(), "records": sorted(reply.content),
-                  "readers": sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[2].split(","))}))
+print(json.dumps({"error": reply.has_error(), "records": sorted(reply.content), "modules": sorted(sys.modules)}))
 """
 
 
-def test_a_client_app_process_serving_a_message_from_cached_codes_loads_no_data_reader(tmp_path):
+@pytest.fixture(scope="module")
+def served_from_cache(tmp_path_factory) -> dict:
+    """A steady round's training message served in a fresh process, its state's codes already cached."""
+    tmp = tmp_path_factory.mktemp("serve")
     run_in_process({"states": "AL,WY", "data-source": "synthetic", "synthetic-rows": 300, "num-server-rounds": 2},
-                   tmp_path / "run", grid_class=LastTrainGrid)  # fills the on-disk codes cache, as round 1 does
-    (tmp_path / "message.pkl").write_bytes(pickle.dumps(LastTrainGrid.kept))
-    out = subprocess.run([sys.executable, "-c", SERVE_ONE, str(tmp_path / "message.pkl"), ",".join(DATA_READERS)],
-                         cwd=REPO, capture_output=True, text=True, check=True, timeout=300)
+                   tmp / "run", grid_class=LastTrainGrid)  # fills the on-disk codes cache, as round 1 does
+    (tmp / "message.pkl").write_bytes(pickle.dumps(LastTrainGrid.kept))
+    out = subprocess.run([sys.executable, "-c", SERVE_ONE, str(tmp / "message.pkl")], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=300)
     served = json.loads(out.stdout.strip().splitlines()[-1])
-    assert served["readers"] == []
     assert not served["error"] and any(name.endswith("/arrays") for name in served["records"])  # it trained
+    return served
+
+
+def test_a_client_app_process_serving_a_message_from_cached_codes_loads_no_data_reader(served_from_cache):
+    assert [m for m in served_from_cache["modules"] if m.split(".")[0] in DATA_READERS] == []
+
+
+def test_a_client_app_process_loads_its_kernels_without_scipy_linalg(served_from_cache):
+    assert "numba.np.arraymath" in served_from_cache["modules"]  # the kernels were loaded
+    assert "scipy.linalg" not in served_from_cache["modules"]
 
 
 def test_the_public_state_table_is_folktables_list():
