@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 from core.cache_dir import cache_root
 
@@ -27,6 +28,27 @@ from numba.core.caching import UserProvidedCacheLocator
 
 if not numba_config.CACHE_DIR:  # numba was imported before this module set the variable
     numba_config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
+
+def _load_numba_numpy_support_without_scipy() -> None:
+    """Import numba's numpy implementations with `scipy.linalg` hidden.
+
+    Loading the first kernel, even from the cache, imports them, and they probe for BLAS by importing
+    `scipy.linalg`: 0.3 CPU s, a sixth of what a deployment-engine ClientApp process (one per message)
+    spends. The probe only picks BLAS for `np.correlate`/`np.convolve`, and no kernel uses BLAS (the
+    same seed must give the same bytes on every CPU), so the kernels are the same code either way.
+    `sys.modules[name] = None` is the import system's documented way to make an import fail; it is
+    undone at once, so scipy stays importable for everything else in the process."""
+    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg"]
+
+
+_load_numba_numpy_support_without_scipy()
 
 
 class ContentLocator(UserProvidedCacheLocator):

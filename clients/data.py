@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from clients import code_cache
 from clients.kernels import SparseSplit, sparse_from_tables
@@ -31,6 +31,9 @@ from clients.shards import ClientId, shard_positions
 from clients.sources import Source, records_file, state_records
 from core.states import fips
 from core.tasks import Task, encode, protected_groups, task_for
+
+if TYPE_CHECKING:  # pandas is loaded only where codes are built, never when they come from the cache
+    import pandas as pd
 
 TEST_FRACTION = 0.2
 SPLITS = ("train", "test", "val")
@@ -276,6 +279,8 @@ def _compact(task: Task, frame: pd.DataFrame) -> tuple[tuple[np.ndarray, ...], t
 
     `encode` itself encodes a frame of each column's distinct values (padded to one length),
     so the expansion reproduces it exactly whatever the feature types do."""
+    import pandas as pd
+
     distinct, inverse = {}, {}
     for column in task.columns:
         inverse[column], uniques = pd.factorize(frame[column], use_na_sentinel=False)

@@ -13,16 +13,20 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
-from folktables import ACSDataSource, acs
 
 from clients.synthetic import synthetic_pums
 from core.cache_dir import cache_root
 from core.states import FOLKTABLES_STATES, STATE_FIPS
 from core.tasks import MISSING, Task
+
+# pandas, pyarrow and folktables are imported in the functions that read records: on the deployment
+# engine every message is a fresh process, and one that finds its codes in the on-disk cache
+# (clients/code_cache.py) reads no records, so it should not pay ~0.3 CPU s to import them.
+if TYPE_CHECKING:
+    import pandas as pd
 
 ACS_YEAR = "2018"
 ACS_HORIZON = "1-Year"
@@ -83,12 +87,18 @@ def _select_states(available: tuple[str, ...], wanted: tuple[str, ...], where: s
 
 
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     if path.suffix == ".parquet":
         return pq.read_table(path, columns=columns).to_pandas()
     return pd.read_csv(path, usecols=columns)
 
 
 def _table_columns(path: Path) -> list[str]:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     if path.suffix == ".parquet":
         return list(pq.read_schema(path).names)
     return list(pd.read_csv(path, nrows=0).columns)
@@ -130,6 +140,8 @@ def check_table(path: Path, task: Task, name: str = "data-path") -> tuple[str, .
 
 def _check_values(frame: pd.DataFrame, path: Path, task: Task, name: str) -> None:
     """Some rows, numeric feature codes, 0/1 labels."""
+    import pandas as pd
+
     if frame.empty:
         raise DataError(f"{name} '{path}' has no rows")
     for column in task.columns:
@@ -244,6 +256,8 @@ def _table_frame(path: str, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _folktables_problem(task: Task, raw: pd.DataFrame, state: str) -> pd.DataFrame:
+    from folktables import acs
+
     problem = getattr(acs, task.folktables_problem)
     features, label, _ = problem.df_to_pandas(raw)
     frame = features.astype(np.int64)
@@ -282,6 +296,8 @@ def state_records(
         frame["label"] = frame["label"].astype(bool)
         return blanks_as_missing(frame, task.columns)
     if source.kind == "folktables":
+        from folktables import ACSDataSource
+
         reader = ACSDataSource(survey_year=ACS_YEAR, horizon=ACS_HORIZON, survey="person", root_dir=source.path)
         return _folktables_problem(task, reader.get_data(states=[state], download=False), state)
     raw = synthetic_pums([state], seed=seed, rows_per_state=synthetic_rows or None, reversed_states=reversed_states)

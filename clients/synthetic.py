@@ -22,12 +22,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from clients import fixed_math
 from core.states import STATE_FIPS
+
+if TYPE_CHECKING:  # loaded where frames are made: a ClientApp process reading cached codes never needs it
+    import pandas as pd
 
 SURVEY_YEAR = "2018"
 HORIZON = "1-Year"
@@ -357,6 +360,8 @@ def _group_gap(sex_gap: float, race_gap: float, d: dict[str, np.ndarray]) -> np.
 
 def _state_block(state: str, seed: int, rows: int | None, reverse: bool, knobs: Knobs | None = None) -> pd.DataFrame:
     """One state's records; `knobs` replaces the fitted ones (the fit tries candidates this way)."""
+    import pandas as pd
+
     fips = STATE_FIPS[state]
     p = _profile(seed, fips, knobs or fitted_knobs()[state])
     n = p.knobs.rows if rows is None else rows
@@ -393,6 +398,8 @@ def synthetic_pums(
         raise ValueError(f"unknown state codes {unknown}; expected folktables' 2-letter codes")
     if rows_per_state is not None and rows_per_state < 0:
         raise ValueError(f"rows_per_state must be >= 0, got {rows_per_state}")
+    import pandas as pd
+
     blocks = [_state_block(s, seed, rows_per_state, s in reversed_states) for s in states]
     if not blocks:  # still the full set of typed columns
         return _state_block("AL", seed, 0, False)

@@ -13,9 +13,12 @@ Two encodings of the same raw columns (`task_for`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # frames are only passed in: a ClientApp process reading cached codes never loads pandas
+    import pandas as pd
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,28 @@
 """Imports run one way: no two top-level packages import each other, no analysis module imports
 itself back through others, the study's planning and execution never import its reporting, and the
-ClientApp never loads the server's machinery (round loop, recorder, results files, checkpoints) nor torch."""
+ClientApp never loads the server's machinery (round loop, recorder, results files, checkpoints) nor torch,
+nor, serving a message whose data is cached, the libraries that read raw records."""
 
 import ast
 import json
+import pickle
 import subprocess
 import sys
 
+import pytest
 from folktables.load_acs import state_list
 
 from core.states import FOLKTABLES_STATES
-from tests.conftest import REPO
+from tests.conftest import REPO, InProcessGrid, run_in_process
 
 PACKAGES = sorted(p.name for p in REPO.iterdir() if (p / "__init__.py").exists() and p.name not in ("tests", "benchmarks"))
 SERVER_SIDE = ("strategies.loop", "recorder", "fl_app.setup", "fl_app.server_app", "fl_app.check", "fl_app.deploy",
                "analysis", "core.torch_model", "torch")
 
 
+# What only reading raw records needs: a deployment-engine message is a fresh process that finds its
+# state's codes in the on-disk cache, and importing these cost it ~0.3 CPU s.
+DATA_READERS = ("pandas", "pyarrow", "folktables")
 STUDY_EXECUTION = ("analysis.study_plan", "analysis.study_run")
 REPORTING = ("analysis.study_report", "analysis.study_tables", "analysis.report", "analysis.document", "matplotlib")
 
@@ -83,6 +89,50 @@ def test_the_client_app_loads_no_server_side_module():
                                        check=True, timeout=120).stdout)
     server = [m for m in loaded if any(m == s or m.startswith(s + ".") for s in SERVER_SIDE)]
     assert server == []
+
+
+class LastTrainGrid(InProcessGrid):
+    """Delivers as InProcessGrid does, keeping the last training message and its node's context."""
+
+    kept: tuple | None = None
+
+    def deliver(self, message):
+        if message.metadata.message_type.startswith("train"):
+            LastTrainGrid.kept = (message, self.contexts[message.metadata.dst_node_id])
+        return super().deliver(message)
+
+
+# A fresh process serving one message, as `flwr-clientapp` does: its reply, and every module it loaded.
+SERVE_ONE = """
+import json, pickle, sys
+message, context = pickle.load(open(sys.argv[1], "rb"))
+from fl_app.client_app import app
+reply = app(message, context)
+print(json.dumps({"error": reply.has_error(), "records": sorted(reply.content), "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def served_from_cache(tmp_path_factory) -> dict:
+    """A steady round's training message served in a fresh process, its state's codes already cached."""
+    tmp = tmp_path_factory.mktemp("serve")
+    run_in_process({"states": "AL,WY", "data-source": "synthetic", "synthetic-rows": 300, "num-server-rounds": 2},
+                   tmp / "run", grid_class=LastTrainGrid)  # fills the on-disk codes cache, as round 1 does
+    (tmp / "message.pkl").write_bytes(pickle.dumps(LastTrainGrid.kept))
+    out = subprocess.run([sys.executable, "-c", SERVE_ONE, str(tmp / "message.pkl")], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=300)
+    served = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not served["error"] and any(name.endswith("/arrays") for name in served["records"])  # it trained
+    return served
+
+
+def test_a_client_app_process_serving_a_message_from_cached_codes_loads_no_data_reader(served_from_cache):
+    assert [m for m in served_from_cache["modules"] if m.split(".")[0] in DATA_READERS] == []
+
+
+def test_a_client_app_process_loads_its_kernels_without_scipy_linalg(served_from_cache):
+    assert "numba.np.arraymath" in served_from_cache["modules"]  # the kernels were loaded
+    assert "scipy.linalg" not in served_from_cache["modules"]
 
 
 def test_the_public_state_table_is_folktables_list():
