@@ -6,7 +6,6 @@ results files and config.json's client sizes are what they were with a separate 
 import json
 
 import pandas as pd
-
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.proto.node_pb2 import NodeInfo
