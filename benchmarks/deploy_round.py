@@ -6,8 +6,8 @@ Each side runs `python -m fl_app.deploy --insecure` with one run config (the rel
 issue's: AL, CA, WY, synthetic, 1 local epoch). The baseline runs from a `git archive` of REV,
 so its own code runs, with this environment's packages; the two sides alternate, baseline
 first, `--repeats` times. A round's time is the server's own `round N | ... | X s` line; rounds
-after the first are steady (round 1 also pays the first identify exchange and the first data
-load). The 1-minute load average is recorded before and after every deploy.
+after the first are steady (round 1 also pays the first data load, and its message asks each
+node which client it serves). The 1-minute load average is recorded before and after every deploy.
 """
 
 from __future__ import annotations

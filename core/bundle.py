@@ -21,6 +21,8 @@ from typing import Any
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
+from core.wire import IDENTIFY
+
 TAGS_KEY = "replicates"  # top-level config: the replicates' tags, in order
 TYPES_KEY = "replicate-types"  # top-level config: each replicate's message type
 RUN = "run"  # a replicate's run-config keys that differ from the federation's
@@ -47,8 +49,11 @@ class Part:
 
 
 def bundle_type(types: Sequence[str]) -> str:
-    """The message type of a bundle: its replicates' common type, else `train.replicates` when any
-    trains (so a node busy training is known to be), else `evaluate.replicates`."""
+    """A bundle's message type, named by the work it asks for: an identify question riding along
+    (strategies/loop.py) does not count unless it is all there is. Its replicates' common type,
+    else `train.replicates` when any trains (so a node busy training is known to be), else
+    `evaluate.replicates`."""
+    types = [t for t in types if t != IDENTIFY] or list(types)
     if len(set(types)) == 1:
         return types[0]
     kind = "train" if any(t.startswith("train") for t in types) else "evaluate"

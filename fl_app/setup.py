@@ -171,16 +171,19 @@ def run_federation(grid: Grid, raw: Mapping[str, Any], base: Path) -> list[Path]
         replicates.append(Replicate(run, member, first_round))
     exchange = Exchange(grid, lead.source, len(lead.recorder.clients), timeout_s=lead.config.round_timeout,
                         bindings=lead.config.bindings())
-    exchange.refresh([(r.member, r.next_round) for r in replicates])
-    for replicate in replicates:
-        record_sizes(replicate.run, exchange.sizes.get(replicate.member.tag, {}))
     stops: list[QuorumError] = []
+    sized = False
     while active := [r for r in replicates if not r.done]:
         for replicate in active:
             if replicate.idle():
                 replicate.finish()
         moving = [r for r in active if not r.done]
-        for replicate, (result, trained) in zip(moving, step([r.step() for r in moving], exchange)):
+        outcomes = step([r.step() for r in moving], exchange)
+        if not sized:  # the first exchange identified the nodes (in its message, or in one before it)
+            sized = True
+            for replicate in moving:
+                record_sizes(replicate.run, exchange.sizes.get(replicate.member.tag, {}))
+        for replicate, (result, trained) in zip(moving, outcomes):
             stop = replicate.advance(result, trained)
             if stop:
                 log(ERROR, "%s", stop)

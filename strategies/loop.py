@@ -1,10 +1,9 @@
 """The round loop: Flower messaging between the server halves of a federation's replicates and its clients.
 
 A replicate is one (strategy, settings, seed); a single run is a federation of one. Every round
-the loop learns which node serves which client (a node it does not know yet is asked with an
-`identify` query), asks every replicate's algorithm what it sends, sends each client one message
-carrying all of it, hands each replicate its own replies, and returns each replicate's round as a
-`RoundResult` for its recorder.
+the loop learns which node serves which client, asks every replicate's algorithm what it sends,
+sends each client one message carrying all of it, hands each replicate its own replies, and
+returns each replicate's round as a `RoundResult` for its recorder.
 
 One exchange per round: the message of round r carries, per replicate, the evaluation of round
 r-1's model and the training of round r; the client evaluates, then trains. So round r-1's
@@ -18,11 +17,25 @@ round; the round goes on with the others. A restarted SuperNode (new node id) is
 like any new node and takes its client back, with the server's state for that client, once
 the old node has vanished.
 
+Identify rides in the round's message (round 1, and a round in which a node restarted) when that
+is exact: as many unknown nodes as clients without a node (the free clients), with `node-states`
+each bound to a free client's state, and every request of the exchange giving every free client
+the same payload (same arrays and config: FedAvg-like strategies, every strategy's round 1, one
+restarted node). Each unknown node then gets an `identify` part per replicate plus that payload;
+its reply names its client, which maps the node (through the same checks as a separate identify)
+and makes its parts that client's replies. A folded node that fails fails its client for every
+replicate in the message, as any failed client, and is asked again next round; one that names
+no client of the run, or is refused, has its replies not used. In every other case (payloads
+that differ per client, more or fewer unknown nodes than free clients, a node-states binding
+that would refuse, nothing to send the free clients, e.g. centralized's training rounds) the
+unknown nodes are asked in an `identify` exchange of their own first, as before.
+
 Who may serve a client: one live node at a time (a second node claiming a client that a live
 node serves is refused until that node vanishes), and, with `node-states` (SuperNode
 authentication on), only a node bound to the client's state. A refused node is sent nothing
-and counted in the round's `refused_nodes`; a reply naming another client than its node's is
-not used. Without `node-states` a node's identity is what its node-config declares.
+more (though a folded one did its round's work, unused) and counted in the round's
+`refused_nodes`; a reply naming another client than its node's is not used. Without
+`node-states` a node's identity is what its node-config declares.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ from core.bundle import Part, pack, split_reply
 from core.params import Params, to_record
 from core.rounds import RoundHealth, RoundResult
 from core.wire import CLIENT_KEY, IDENTIFY, ROUND_KEY, SIZES_KEY
-from strategies.algorithm import Algorithm, Request
+from strategies.algorithm import Algorithm, Payload, Request
 
 EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)  # the SuperLink's TTL replies
 EVALUATE, TRAIN = "e", "t"  # suffixes of a replicate's tag for its two parts of an exchange
@@ -109,22 +122,49 @@ class Exchange:
     def message_config(self, server_round: int) -> dict[str, Any]:
         return {ROUND_KEY: server_round, **self.source_entries}
 
-    def refresh(self, steps: Sequence[tuple[Member, int]], new_round: bool = True) -> None:
-        """Forget vanished nodes and ask new ones (oldest first) which client they serve, and each
-        replicate's split sizes there. A new round forgets the last one's refused and silent nodes;
-        the evaluate-only exchange that closes a run belongs to its last round."""
+    def forget(self, new_round: bool) -> list[int]:
+        """Start an exchange: forget vanished nodes, and in a new round the last one's refused and
+        silent nodes. The live nodes not mapped yet (none silent this round), oldest first."""
         if new_round:
             self.refused, self.silent = set(), set()
         live = {node.node_id: node.last_activated_at for node in self.grid.get_nodes()}
         self.node_client = {n: c for n, c in self.node_client.items() if n in live}
-        unknown = sorted(set(live) - set(self.node_client), key=lambda n: (live[n], n))
-        if not unknown or not steps:
-            return
-        parts = [Part(m.tag, IDENTIFY, RecordDict({"config": ConfigRecord({ROUND_KEY: r})}), m.run) for m, r in steps]
-        _, content = pack(self.message_config(max(r for _, r in steps)), parts)
-        asks = {n: Message(content, dst_node_id=n, message_type=IDENTIFY, ttl=self.timeout_s) for n in unknown}
+        return sorted(set(live) - set(self.node_client) - self.silent, key=lambda n: (live[n], n))
+
+    def free(self) -> list[int]:
+        """The run's clients that no live node serves, in client order."""
+        served = set(self.node_client.values())
+        return [c for c in range(self.num_clients) if c not in served]
+
+    def may_fold(self, unknown: Sequence[int], free: Sequence[int]) -> bool:
+        """Whether the unknown nodes could be the free clients' (one each; with `node-states`, each
+        bound to a free client's state), so that asking them in the round's message is worth a try."""
+        if len(unknown) != len(free):
+            return False
+        states = {self.client_ids[c].state for c in free}
+        return not self.bindings or all(self.bindings.get(n) in states for n in unknown)
+
+    def fold(self, unknown: Sequence[int], free: Sequence[int], outgoing: Sequence[Outgoing],
+             asks: Sequence[tuple[Member, int]]) -> Fold | None:
+        """Identify riding in the exchange's message, when that is exact: every request that goes
+        out gives every free client the same payload, so a node's message does not depend on which
+        of them it serves (None: it does, or nothing goes out to carry the question)."""
+        requests = [o.request for o in outgoing if o.request is not None]
+        if not unknown or not self.may_fold(unknown, free) or not requests:
+            return None
+        if not all(all(c in r.payloads and same_payload(r.payloads[c], r.payloads[free[0]]) for c in free)
+                   for r in requests):
+            return None
+        return Fold(tuple(unknown), free[0], tuple(identify_parts(asks)))
+
+    def identify(self, unknown: Sequence[int], asks: Sequence[tuple[Member, int]]) -> None:
+        """Ask the unknown nodes (oldest first), in an exchange of its own, which client they serve,
+        and each replicate's split sizes there."""
+        parts = identify_parts(asks)
+        _, content = pack(self.message_config(max(r for _, r in asks)), parts)
+        questions = {n: Message(content, dst_node_id=n, message_type=IDENTIFY, ttl=self.timeout_s) for n in unknown}
         order = {n: i for i, n in enumerate(unknown)}
-        replies = self.grid.send_and_receive(list(asks.values()), timeout=self.timeout_s)
+        replies = self.grid.send_and_receive(list(questions.values()), timeout=self.timeout_s)
         for reply in sorted(replies, key=lambda r: order.get(r.metadata.src_node_id, len(order))):
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -134,10 +174,14 @@ class Exchange:
             if client is None or not self.admit(node, client):
                 continue
             self.node_client[node] = client
-            for tag, answer in split_reply(reply, asks[node], [p.tag for p in parts]).items():
-                sizes = None if answer.has_error() else answer.content["metrics"].get(SIZES_KEY)
-                if sizes is not None:
-                    self.sizes.setdefault(tag, {})[client] = [int(n) for n in sizes]
+            self.keep_sizes(client, split_reply(reply, questions[node], [p.tag for p in parts]))
+
+    def keep_sizes(self, client: int, answers: Mapping[str, Message]) -> None:
+        """Each replicate's split sizes at `client`, from its answers to identify (by tag)."""
+        for tag, answer in answers.items():
+            sizes = None if answer.has_error() else answer.content["metrics"].get(SIZES_KEY)
+            if sizes is not None:
+                self.sizes.setdefault(tag, {})[client] = [int(n) for n in sizes]
 
     def claimed(self, reply: Message) -> int | None:
         """The client a reply names, if it is one of the run's."""
@@ -175,12 +219,15 @@ class Exchange:
         """The clients reachable this round, in client order."""
         return sorted(set(self.node_client.values()))
 
-    def send(self, outgoing: Sequence[Outgoing]) -> dict[str, list[Message]]:
-        """Every part for a client in one message to its node; each part's replies, by its tag.
-        Equal arrays are encoded once."""
+    def send(self, outgoing: Sequence[Outgoing], fold: Fold | None = None) -> dict[str, list[Message]]:
+        """Every part for a client in one message to its node, and with `fold` the identify parts
+        and the free clients' payloads to each unknown node; each part's replies, by its tag (a
+        folded node's as its client's, once it is admitted). Equal arrays are encoded once."""
         records: dict[int, ArrayRecord] = {}
         sent: dict[int, tuple[Message, list[str]]] = {}
-        for node, client in sorted(self.node_client.items(), key=lambda item: item[1]):
+        targets = [(node, client, ()) for node, client in sorted(self.node_client.items(), key=lambda item: item[1])]
+        targets += [(node, fold.client, fold.parts) for node in fold.nodes] if fold else []
+        for node, client, asked in targets:
             parts = []
             for out in outgoing:
                 if out.request is None or client not in out.request.payloads:
@@ -194,42 +241,88 @@ class Exchange:
                 parts.append(Part(out.tag, out.request.message_type, RecordDict({"arrays": arrays, "config": config}),
                                   out.run))
             if parts:
+                parts = [*asked, *parts]
                 message_type, content = pack(self.message_config(max(o.server_round for o in outgoing)), parts)
                 message = Message(content, dst_node_id=node, message_type=message_type, ttl=self.timeout_s)
                 sent[node] = (message, [p.tag for p in parts])
         replies: dict[str, list[Message]] = {out.tag: [] for out in outgoing}
-        received = self.send_messages([message for message, _ in sent.values()])
+        received = self.send_messages([message for message, _ in sent.values()], fold.nodes if fold else ())
         by_id = {m.metadata.message_id: (m, tags) for m, tags in sent.values() if m.metadata.message_id}
         for reply in received:  # an error reply made by the SuperLink comes from its own node id
             message, tags = by_id.get(reply.metadata.reply_to_message_id) or sent[reply.metadata.src_node_id]
-            for tag, answer in split_reply(reply, message, tags).items():
+            answers = split_reply(reply, message, tags)
+            asked = {tag: answers.pop(tag) for tag in list(answers) if tag not in replies}
+            if asked and not reply.has_error():
+                self.keep_sizes(self.node_client[reply.metadata.src_node_id], asked)
+            for tag, answer in answers.items():
                 replies[tag].append(answer)
         return replies
 
-    def send_messages(self, messages: Iterable[Message]) -> list[Message]:
-        """Messages to mapped nodes only (a built-in strategy addresses every live node); their replies
-        within the timeout, minus those naming another client than their node serves.
+    def send_messages(self, messages: Iterable[Message], folded: Sequence[int] = ()) -> list[Message]:
+        """Messages to mapped nodes and the `folded` unknown ones only (a built-in strategy addresses
+        every live node); their replies within the timeout, minus those naming another client than
+        their node serves. A folded node's reply maps it to the client it names, oldest node first,
+        if `admit` lets it; else the reply is not used.
 
         A node that let an exchange time out is sent nothing more this round: a Flower 1.42
         SuperNode handles one message at a time, so it is still busy with the one it did not answer.
         A pull just past the message's TTL gives the SuperLink's "expired" error reply instead of
         nothing; that is a timeout too.
         """
-        outgoing = [m for m in messages if m.metadata.dst_node_id in self.node_client
+        order = {n: i for i, n in enumerate(folded)}
+        outgoing = [m for m in messages if (m.metadata.dst_node_id in self.node_client or m.metadata.dst_node_id in order)
                     and m.metadata.dst_node_id not in self.silent]
         received = list(self.grid.send_and_receive(outgoing, timeout=self.timeout_s)) if outgoing else []
         answered = {m.metadata.reply_to_message_id for m in received
                     if not (m.has_error() and m.error.code in EXPIRED)}
         self.silent |= {m.metadata.dst_node_id for m in outgoing if m.metadata.message_id not in answered}
+        named = [r for r in received if not r.has_error() and r.metadata.src_node_id in order]
+        for reply in sorted(named, key=lambda r: order[r.metadata.src_node_id]):
+            node, client = reply.metadata.src_node_id, self.claimed(reply)
+            if client is not None and self.admit(node, client):
+                self.node_client[node] = client
         replies = []
         for reply in received:
             node, served = reply.metadata.src_node_id, self.node_client.get(reply.metadata.src_node_id)
-            if not reply.has_error() and self.claimed(reply) != served:
+            if reply.has_error():
+                replies.append(reply)
+            elif node in order and served is None:
+                continue  # a folded node that named no client of the run, or was refused
+            elif self.claimed(reply) != served:
                 who = f"client {self.client_ids[served].label}" if served is not None else "no client"
                 self.refuse(node, f"node {node} serves {who} but its reply names another client; the reply is not used")
-                continue
-            replies.append(reply)
+            else:
+                replies.append(reply)
         return replies
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Identify riding in an exchange's message: the unknown nodes (oldest first), the free client
+    whose payloads each is sent (every free client's are the same), and the identify parts."""
+
+    nodes: tuple[int, ...]
+    client: int
+    parts: tuple[Part, ...]
+
+
+def identify_parts(asks: Sequence[tuple[Member, int]]) -> list[Part]:
+    """One identify question per replicate, under its own tag, for the round it is in."""
+    return [Part(m.tag, IDENTIFY, RecordDict({"config": ConfigRecord({ROUND_KEY: r})}), m.run) for m, r in asks]
+
+
+def same_payload(a: Payload, b: Payload) -> bool:
+    """Whether two payloads send the same bytes: the same arrays (one object, or equal keys, dtypes,
+    shapes and bytes) and equal config entries."""
+    if a is b:
+        return True
+    if dict(a.extras) != dict(b.extras):
+        return False
+    if a.arrays is b.arrays:
+        return True
+    x, y = (arrays if isinstance(arrays, ArrayRecord) else to_record(arrays) for arrays in (a.arrays, b.arrays))
+    return list(x) == list(y) and all(
+        (x[k].dtype, x[k].shape, x[k].stype, x[k].data) == (y[k].dtype, y[k].shape, y[k].stype, y[k].data) for k in x)
 
 
 @dataclass(frozen=True)
@@ -267,10 +360,22 @@ class Step:
 def step(steps: Sequence[Step], exchange: Exchange) -> list[tuple[RoundResult | None, Trained | None]]:
     """One exchange for every replicate: each client evaluates the model of the round trained last,
     then trains this round's, in one message. Per step, the evaluated round as a value and the
-    round just trained (whose evaluation comes with the next exchange)."""
-    exchange.refresh([(s.member, s.train_round or s.evaluate.server_round) for s in steps],
-                     new_round=any(s.train_round is not None for s in steps))
-    clients = exchange.clients()
+    round just trained (whose evaluation comes with the next exchange).
+
+    Unknown nodes are asked which client they serve in the same message when that is exact
+    (`Exchange.fold`): the requests are then made for the mapped clients and the free ones, as
+    they would be once every node had answered. Otherwise they are asked in an exchange of their
+    own first; a request made before that gives the clients found no other payload (a client's
+    payload does not depend on which others are reachable), and send skips clients without a node."""
+    if not steps:
+        return []
+    asks = [(s.member, s.train_round or s.evaluate.server_round) for s in steps]
+    unknown = exchange.forget(new_round=any(s.train_round is not None for s in steps))
+    free = exchange.free()
+    if unknown and not exchange.may_fold(unknown, free):
+        exchange.identify(unknown, asks)
+        unknown = []
+    clients = sorted({*exchange.clients(), *free}) if unknown else exchange.clients()
     outgoing = []
     for s in steps:
         algorithm, tag = s.member.algorithm, s.member.tag
@@ -280,7 +385,10 @@ def step(steps: Sequence[Step], exchange: Exchange) -> list[tuple[RoundResult | 
         if s.train_round is not None:
             r = s.train_round
             outgoing.append(Outgoing(f"{tag}{TRAIN}", s.member.run, r, algorithm.train_request(r, clients)))
-    replies = exchange.send(outgoing)
+    fold = exchange.fold(unknown, free, outgoing, asks)
+    if unknown and fold is None:
+        exchange.identify(unknown, asks)
+    replies = exchange.send(outgoing, fold)
     out = []
     for s in steps:
         algorithm, tag, result, trained = s.member.algorithm, s.member.tag, None, None

@@ -44,7 +44,8 @@ def test_one_message_per_round_evaluates_the_last_rounds_model_then_trains(tmp_p
     CountingGrid.parts, CountingGrid.messages = [], 0
     run_in_process({**SETTINGS, "strategy": "fedavg", "num-server-rounds": 3}, tmp_path / "r", CountingGrid)
     assert CountingGrid.parts.count("train") == 3 * 3 and CountingGrid.parts.count("evaluate") == 3 * 3
-    assert CountingGrid.messages == 3 * (1 + 3 + 1)  # per client: identify, one per round, one closing
+    # per client: one per round (round 1's also asks which client the node serves), one closing
+    assert CountingGrid.messages == 3 * (3 + 1) and CountingGrid.parts.count("query.identify") == 3
 
 
 def test_eval_every_evaluates_those_rounds_and_the_last_with_the_same_rows(tmp_path):

@@ -287,24 +287,41 @@ def test_node_states_parse_into_bindings():
     assert RunConfig(node_states=" 123456=ca, 789=WY ").bindings() == {123456: "CA", 789: "WY"}
 
 
+def asks_identify(message: Message) -> bool:
+    return IDENTIFY in message.content["config"]["replicate-types"]
+
+
 class WYSignsAsAL(ScriptedGrid):
-    """WY's node answers identify truthfully but names AL's client in its training replies."""
+    """WY's node answers truthfully while it is asked which client it serves (in its first
+    message), then names AL's client in its training replies."""
+
+    def lies(self, message: Message) -> bool:
+        return (message.metadata.dst_node_id == WY and message.metadata.message_type.startswith("train")
+                and not asks_identify(message))
 
     def answer(self, message):
         reply = super().answer(message)
-        if message.metadata.dst_node_id == WY and message.metadata.message_type.startswith("train"):
+        if self.lies(message):
             metrics = dict(reply.content["metrics"])
             reply.content["metrics"] = MetricRecord({**metrics, CLIENT_KEY: 0})
         return reply
 
 
+class WYFailsWhereItWouldLie(WYSignsAsAL):
+    def answer(self, message):
+        if self.lies(message):
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="failed"), reply_to=message)
+        return super().answer(message)
+
+
 def test_a_reply_naming_another_client_than_its_node_serves_is_not_used(tmp_path, caplog):
-    results = run_in_process({**BASE, "num-server-rounds": 2}, tmp_path / "r", grid_class=WYSignsAsAL)
-    honest = run_in_process({**BASE, "num-server-rounds": 2, "fail-states": "WY"}, tmp_path / "honest")
+    results = run_in_process({**BASE, "num-server-rounds": 3}, tmp_path / "r", grid_class=WYSignsAsAL)
+    honest = run_in_process({**BASE, "num-server-rounds": 3}, tmp_path / "honest", grid_class=WYFailsWhereItWouldLie)
     assert f"node {WY} serves client WY but its reply names another client; the reply is not used" in caplog.text
-    assert health(results, "refused_nodes") == {1: 1.0, 2: 1.0}
+    assert health(results, "refused_nodes") == {2: 1.0, 3: 1.0}
+    assert health(results, "failed_clients") == {1: 0.0, 2: 1.0, 3: 1.0}
     rows = [metrics(r).query("state in ['AL', 'CA']").reset_index(drop=True) for r in (results, honest)]
-    pd.testing.assert_frame_equal(rows[0], rows[1])  # as if WY had not trained: its update was not averaged
+    pd.testing.assert_frame_equal(rows[0], rows[1])  # as if WY had failed: its update was not averaged
 
 
 # --- round-timeout --------------------------------------------------------------------------------

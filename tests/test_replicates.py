@@ -107,10 +107,14 @@ def test_each_client_gets_one_message_per_exchange_for_all_replicates(bundle):
     per_node = {}
     for message in messages:
         per_node.setdefault(message.metadata.dst_node_id, []).append(message)
-    # identify, one exchange per round (evaluating the last round's models, training this one's; the
-    # longest replicate has 3 rounds), and the evaluate-only exchange that closes the run
-    assert sorted(len(m) for m in per_node.values()) == [5, 5, 5]
-    assert len(json.loads(json.dumps(list(messages[1].content["config"]["replicates"])))) == len(TABLES)
+    # one exchange per round (evaluating the last round's models, training this one's; the longest
+    # replicate has 3 rounds; round 1's also asks each node which client it serves, for every
+    # replicate), and the evaluate-only exchange that closes the run
+    assert sorted(len(m) for m in per_node.values()) == [4, 4, 4]
+    first = json.loads(json.dumps(list(messages[1].content["config"]["replicate-types"])))
+    trains = [t for t in first if t != "query.identify"]
+    assert first.count("query.identify") == len(TABLES)
+    assert len(trains) == len(TABLES) - 1 and all(t.startswith("train") for t in trains)  # centralized sends none
 
 
 def test_a_replicate_table_may_not_set_what_the_federation_shares(tmp_path):
