@@ -9,8 +9,9 @@ the real ServerApp loop (`fl_app.setup.run_federation`: algorithms, recorder, re
 the real ClientApp, delivered in process (no Flower transport). A run of N rounds evaluating every
 round and one evaluating only the last differ by N - 1 evaluations, so their CPU times give an
 evaluated round's extra cost per replicate, client and server together. Both runs go in turns
-(every-round first), `--repeats` times; the median of each is kept. The sides alternate, baseline
-first; each side first runs one untimed round per strategy (data loaded, kernels loaded).
+(every-round first), `--repeats` times; the least CPU time of each is kept (the run the other
+work on the shared cores disturbed least). The baseline side runs first, then this checkout; each
+first runs one untimed round per strategy (data loaded, kernels loaded).
 
 `--profile STRATEGY` instead prints this checkout's cProfile of that strategy's every-round run.
 """
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,15 +118,15 @@ def probe(tree: Path, data: Path, strategies: str, rounds: int, repeats: int, pr
 
 
 def per_evaluation(figures: dict, rounds: int, unit: str) -> float:
-    """An evaluated round's extra seconds: the medians' difference over the N - 1 extra evaluations."""
-    return (statistics.median(figures[f"every_{unit}_s"]) - statistics.median(figures[f"last_{unit}_s"])) / (rounds - 1)
+    """An evaluated round's extra seconds: the least times' difference over the N - 1 extra evaluations."""
+    return (min(figures[f"every_{unit}_s"]) - min(figures[f"last_{unit}_s"])) / (rounds - 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.add_argument("--strategies", default=STRATEGIES)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=DEFAULT_BASELINE)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

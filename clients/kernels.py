@@ -569,7 +569,7 @@ def group_counts(logits: np.ndarray, y: np.ndarray, group: np.ndarray) -> np.nda
         raise ValueError(f"{len(logits)} logits, {len(y)} labels and {len(group)} group entries; need one each")
     if group.dtype == np.bool_:
         group = group.view(np.int8)
-    elif not np.issubdtype(group.dtype, np.integer):
+    elif group.dtype.kind not in "iu":
         return confusion_counts(y >= 0.5, logits >= 0, group)
     out = np.zeros(8, np.int64)
     if not _group_counts(logits, y, group, out):
