@@ -11,7 +11,8 @@ round and one evaluating only the last differ by N - 1 evaluations, so their CPU
 evaluated round's extra cost per replicate, client and server together. Both runs go in turns
 (every-round first), `--repeats` times; the least CPU time of each is kept (the run the other
 work on the shared cores disturbed least). The baseline side runs first, then this checkout; each
-first runs one untimed round per strategy (data loaded, kernels loaded).
+first runs each strategy once untimed (data loaded, kernels loaded). `--rounds` must exceed flhc's
+warm-up rounds (3 under the paper preset).
 
 `--profile STRATEGY` instead prints this checkout's cProfile of that strategy's every-round run.
 """
@@ -86,7 +87,7 @@ def federation(strategy, rounds, eval_every):
 
 
 if profile:
-    federation(profile, 1, 1)
+    federation(profile, rounds, rounds)
     profiler = cProfile.Profile()
     profiler.runcall(federation, profile, rounds, 1)
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
@@ -94,7 +95,7 @@ if profile:
     sys.exit(0)
 out = {}
 for strategy in strategies:
-    federation(strategy, 1, 1)
+    federation(strategy, rounds, rounds)  # untimed: data and kernels loaded (rounds > flhc's warm-up)
     every, last = [], []
     for _ in range(repeats):
         every.append(federation(strategy, rounds, 1))
