@@ -16,6 +16,10 @@ with one outlier, at load 4-10, from a run disturbed less than its pair). The ba
 first runs each strategy once untimed (data loaded, kernels loaded). `--rounds` must exceed flhc's
 warm-up rounds (3 under the paper preset).
 
+Before those runs, each side times one replicate's evaluate part on one client (PA) through the
+ClientApp's `_answer` (job, handler, reply records): the median of 7 blocks of 100, CPU seconds.
+Being one process's steady loop, it varies far less with the load than the runs' difference.
+
 `--profile STRATEGY` instead prints this checkout's cProfile of that strategy's every-round run.
 """
 
@@ -109,6 +113,49 @@ print(json.dumps(out))
 """
 
 
+CLIENT_PROBE = r"""
+import json, statistics, sys, time
+from pathlib import Path
+from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.common.config import get_fused_config_from_dir
+import fl_app.client_app as client_app
+from core.bundle import Part
+from core.params import init_params, to_record
+
+data, state, strategies = sys.argv[1], sys.argv[2], sys.argv[3].split()
+out = {}
+for strategy in strategies:
+    raw = get_fused_config_from_dir(Path.cwd(), {"strategy": strategy, "preset": "paper", "data-source": "table",
+                                                "data-path": data, "states": state})
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config=raw)
+    params = init_params(54, 32, 0)
+    message_type = {"perfedavg": "evaluate.perfedavg", "ditto": "evaluate.ditto"}.get(strategy, "evaluate")
+    if strategy == "ditto":
+        params = {**{"global." + k: v for k, v in params.items()}, **{"personal." + k: v for k, v in params.items()}}
+    config = ConfigRecord({"server-round": 1, "source-kind": "table", "source-path": data, "states": state})
+    part = Part("r0e", message_type, RecordDict({"arrays": to_record(params), "config": config}), {})
+    assert "metrics" in client_app._answer(part, context)  # an answer, not an error; data loaded
+    blocks = []
+    for _ in range(7):
+        started = time.process_time()
+        for _ in range(100):
+            client_app._answer(part, context)
+        blocks.append((time.process_time() - started) / 100)
+    out[strategy] = statistics.median(blocks)
+print(json.dumps(out))
+"""
+
+
+def client_probe(tree: Path, data: Path, strategies: str, state: str = "PA") -> dict:
+    """CPU seconds of one replicate's evaluate part on one client (`_answer`), median of 7 blocks of 100."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([sys.executable, "-c", CLIENT_PROBE, str(data), state, strategies], cwd=tree, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"client probe in {tree} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def probe(tree: Path, data: Path, strategies: str, rounds: int, repeats: int, profile: str = "") -> dict | None:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.run([sys.executable, "-c", PROBE, str(data), strategies, str(rounds), str(repeats), profile],
@@ -148,17 +195,21 @@ def main() -> None:
         trees = {"baseline": checkout(args.baseline, scratch / "baseline"), "current": REPO}
         for side, tree in trees.items():
             before = loadavg()
-            sides[side] = {"figures": probe(tree, data, args.strategies, args.rounds, args.repeats),
+            client = client_probe(tree, data, args.strategies)
+            sides[side] = {"client": client, "figures": probe(tree, data, args.strategies, args.rounds, args.repeats),
                            "loadavg": [before, loadavg()]}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rows = {}
     for strategy in args.strategies.split():
         base, now = (per_evaluation(sides[s]["figures"][strategy], args.rounds, "cpu") for s in ("baseline", "current"))
+        part = [sides[s]["client"][strategy] * 1e3 for s in ("baseline", "current")]
         rows[strategy] = {"baseline_cpu_s": round(base, 4), "current_cpu_s": round(now, 4),
-                          "ratio": round(base / now, 2) if now > 0 else None}
+                          "ratio": round(base / now, 2) if now > 0 else None,
+                          "client_part_ms": [round(ms, 3) for ms in part], "client_ratio": round(part[0] / part[1], 2)}
         print(f"{strategy:10s} evaluated round, extra CPU per replicate: {base:.4f} s -> {now:.4f} s "
-              f"({rows[strategy]['ratio']}x)")
+              f"({rows[strategy]['ratio']}x); one client's evaluate part: {part[0]:.3f} ms -> {part[1]:.3f} ms "
+              f"({rows[strategy]['client_ratio']}x)")
     print(f"load: baseline {sides['baseline']['loadavg']}, current {sides['current']['loadavg']}")
     if args.json:
         print(json.dumps({"baseline": args.baseline, "rounds": args.rounds, "repeats": args.repeats, "rows": rows,
