@@ -17,8 +17,9 @@ first runs each strategy once untimed (data loaded, kernels loaded). `--rounds` 
 warm-up rounds (3 under the paper preset).
 
 Before those runs, each side times one replicate's evaluate part on one client (PA) through the
-ClientApp's `_answer` (job, handler, reply records): the median of 7 blocks of 100, CPU seconds.
-Being one process's steady loop, it varies far less with the load than the runs' difference.
+ClientApp's `_answer` (job, handler, reply records): the median of 7 blocks of 100, CPU seconds,
+in 3 processes per side, alternating sides; the median of the 3 is kept. Being one process's
+steady loop, it varies far less with the load than the runs' difference.
 
 `--profile STRATEGY` instead prints this checkout's cProfile of that strategy's every-round run.
 """
@@ -193,10 +194,17 @@ def main() -> None:
     sides: dict[str, dict] = {}
     try:
         trees = {"baseline": checkout(args.baseline, scratch / "baseline"), "current": REPO}
+        before = loadavg()
+        parts: dict[str, list[dict]] = {side: [] for side in trees}
+        for _ in range(3):  # alternating, so both sides see the same load
+            for side, tree in trees.items():
+                parts[side].append(client_probe(tree, data, args.strategies))
+        client_load = [before, loadavg()]
         for side, tree in trees.items():
             before = loadavg()
-            client = client_probe(tree, data, args.strategies)
-            sides[side] = {"client": client, "figures": probe(tree, data, args.strategies, args.rounds, args.repeats),
+            client = {s: statistics.median(p[s] for p in parts[side]) for s in args.strategies.split()}
+            sides[side] = {"client": client, "client_runs": parts[side], "client_loadavg": client_load,
+                           "figures": probe(tree, data, args.strategies, args.rounds, args.repeats),
                            "loadavg": [before, loadavg()]}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -210,7 +218,8 @@ def main() -> None:
         print(f"{strategy:10s} evaluated round, extra CPU per replicate: {base:.4f} s -> {now:.4f} s "
               f"({rows[strategy]['ratio']}x); one client's evaluate part: {part[0]:.3f} ms -> {part[1]:.3f} ms "
               f"({rows[strategy]['client_ratio']}x)")
-    print(f"load: baseline {sides['baseline']['loadavg']}, current {sides['current']['loadavg']}")
+    print(f"load: client parts {sides['current']['client_loadavg']}, baseline runs {sides['baseline']['loadavg']}, "
+          f"current runs {sides['current']['loadavg']}")
     if args.json:
         print(json.dumps({"baseline": args.baseline, "rounds": args.rounds, "repeats": args.repeats, "rows": rows,
                           "sides": sides}))
