@@ -145,8 +145,8 @@ class StateCodes:
     fitted: dict[tuple[int, int], Standardizer] = field(default_factory=dict, compare=False, repr=False)
     # Each shard's splits in the kernels' form, (sparse, groups) by (split, shard, shards): building
     # one took 0.36 ms, three per replicate and message (train, test, val), more than an
-    # evaluation's compiled work. At 40 bytes a record (int32 codes) the 46 states of one seed
-    # under the paper preset hold 9 MB; the dense matrices stay per message.
+    # evaluation's compiled work. About 50 bytes a record (10 int32 codes, label, groups): the 46
+    # states of one seed under the paper preset hold 12 MB; the dense matrices stay per message.
     sparse: dict[tuple[str, int, int], tuple[SparseSplit, dict[str, np.ndarray]]] = field(
         default_factory=dict, compare=False, repr=False)
 
