@@ -44,7 +44,7 @@ DEFAULT_BASELINE = "a890c55"  # main before this benchmark: the converged study'
 STRATEGIES = "fedavg ifca perfedavg ditto flhc"
 
 PROBE = r"""
-import cProfile, json, pstats, sys, tempfile, time
+import cProfile, json, pstats, shutil, sys, tempfile, time
 from pathlib import Path
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.config import get_fused_config_from_dir
@@ -90,8 +90,11 @@ def federation(strategy, rounds, eval_every):
         "num-server-rounds": rounds, "eval-every": eval_every, "results-dir": str(base / "run")})
     nodes = Nodes(raw, len(str(raw["states"]).split(",")) if raw["states"] else 46)
     cpu, wall = time.process_time(), time.perf_counter()
-    run_federation(nodes, raw, base)
-    return time.process_time() - cpu, time.perf_counter() - wall
+    try:
+        run_federation(nodes, raw, base)
+        return time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if profile:
