@@ -430,6 +430,22 @@ def _loss_sum(logits, y):
     return total
 
 
+@kernel
+def _group_counts(logits, y, group, out):
+    """out[4 g + cell] += 1 per record of group g, cell in core.counts' order (tp, fp, tn, fn) of the
+    prediction logit >= 0 against the label y >= 0.5; False (out unfinished) at a group not 0 or 1."""
+    for i in range(logits.shape[0]):
+        g = np.int64(group[i])
+        if g != 0 and g != 1:
+            return False
+        if y[i] >= 0.5:
+            cell = 0 if logits[i] >= 0 else 3
+        else:
+            cell = 1 if logits[i] >= 0 else 2
+        out[4 * g + cell] += 1
+    return True
+
+
 # --- wrappers: params dicts in and out ----------------------------------------------------------
 
 
@@ -545,12 +561,27 @@ def mean_loss(params: Params, data: SparseSplit) -> float:
     return _mean_bce(predict_logits(params, data), data.y)
 
 
+def group_counts(logits: np.ndarray, y: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """`core.counts.confusion_counts(y >= 0.5, logits >= 0, group)` in one compiled pass: its three
+    0/1 checks (`np.isin`) cost more than the forward pass of an evaluation."""
+    group = np.asarray(group)
+    if len(group) != len(logits) or len(y) != len(logits):
+        raise ValueError(f"{len(logits)} logits, {len(y)} labels and {len(group)} group entries; need one each")
+    if group.dtype == np.bool_:
+        group = group.view(np.int8)
+    elif group.dtype.kind not in "iu":
+        return confusion_counts(y >= 0.5, logits >= 0, group)
+    out = np.zeros(8, np.int64)
+    if not _group_counts(logits, y, group, out):
+        raise ValueError("group must contain only 0/1 (or False/True)")
+    return out.reshape(2, 4)
+
+
 def evaluate(params: Params, data: SparseSplit, groups: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
     """Mean loss and, per attribute, (2, 4) int64 counts [tp, fp, tn, fn] of group 0 and group 1,
     predicting 1 where the logit is >= 0 (p >= 0.5)."""
     logits = predict_logits(params, data)
-    y_true, y_pred = data.y >= 0.5, logits >= 0
-    return _mean_bce(logits, data.y), {a: confusion_counts(y_true, y_pred, g) for a, g in groups.items()}
+    return _mean_bce(logits, data.y), {a: group_counts(logits, data.y, g) for a, g in groups.items()}
 
 
 def score_models(

@@ -12,6 +12,7 @@ results file is the state code when C = 1 and `XX-j` (e.g. `CA-3`, j from 0) whe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -38,8 +39,10 @@ class ClientId:
         return (fips(self.state),) if self.shards == 1 else (fips(self.state), self.shards, self.shard)
 
 
+@cache
 def client_ids(states: tuple[str, ...], shards: int) -> tuple[ClientId, ...]:
-    """Every client of a run, in partition-id order (a state's shards are adjacent)."""
+    """Every client of a run, in partition-id order (a state's shards are adjacent); cached, as a
+    client looks its own up for every replicate's part of every message."""
     return tuple(ClientId(state, j, shards) for state in states for j in range(shards))
 
 

@@ -296,6 +296,26 @@ def test_evaluate_gives_the_loss_and_the_confusion_counts_of_evaluate_local(task
     np.testing.assert_array_equal(counts["sex"], confusion_counts(dense.y >= 0.5, predictions, dense.groups["sex"]))
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.bool_])
+def test_group_counts_equal_confusion_counts_nan_logits_included(dtype):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=500).astype(np.float32)
+    logits[[0, 7, 40]] = [np.nan, 0.0, -0.0]
+    y = (rng.random(500) < 0.4).astype(np.float32)
+    group = (rng.random(500) < 0.3).astype(dtype)
+
+    counts = kernels.group_counts(logits, y, group)
+
+    assert counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, confusion_counts(y >= 0.5, logits >= 0, group))
+
+
+def test_group_counts_reject_a_group_outside_0_1():
+    group = np.array([0, 1, 2], np.int8)
+    with pytest.raises(ValueError, match="only 0/1"):
+        kernels.group_counts(np.zeros(3, np.float32), np.ones(3, np.float32), group)
+
+
 @pytest.mark.parametrize("fair_metric", kernels.FAIR_METRICS)
 def test_score_models_equals_the_dense_ifca_scores_with_nan_where_undefined(fair_metric):
     sparse, dense = make_data("employment", standardized=True)
