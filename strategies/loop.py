@@ -146,11 +146,14 @@ class Exchange:
 
     def fold(self, unknown: Sequence[int], free: Sequence[int], outgoing: Sequence[Outgoing],
              asks: Sequence[tuple[Member, int]]) -> Fold | None:
-        """Identify riding in the exchange's message, when that is exact: every request that goes
-        out gives every free client the same payload, so a node's message does not depend on which
-        of them it serves (None: it does, or nothing goes out to carry the question)."""
+        """Identify riding in the exchange's message, for unknown nodes that `may_fold`, when that is
+        exact: every request that goes out gives every free client the same payload, so a node's
+        message does not depend on which of them it serves (None: it does, or nothing goes out to
+        carry the question)."""
+        if not unknown:
+            return None
         requests = [o.request for o in outgoing if o.request is not None]
-        if not unknown or not self.may_fold(unknown, free) or not requests:
+        if not requests:
             return None
         if not all(all(c in r.payloads and same_payload(r.payloads[c], r.payloads[free[0]]) for c in free)
                    for r in requests):
